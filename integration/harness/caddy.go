@@ -1,0 +1,170 @@
+package harness
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile" // the Caddyfile adapter
+)
+
+// caddyMu serialises in-process Caddy instances: Caddy keeps one running
+// config per process.
+var caddyMu sync.Mutex
+
+// Caddy is an in-process Caddy started by RunCaddyfile or RunJSON. Its admin
+// endpoint listens on a free loopback port.
+type Caddy struct {
+	t     testing.TB
+	Admin string // host:port of the admin endpoint
+	store string
+}
+
+// RunCaddyfile adapts a Caddyfile and runs it in this process until the test
+// ends. The admin endpoint, storage and local CA trust are set for tests.
+func RunCaddyfile(t testing.TB, caddyfile string) *Caddy {
+	t.Helper()
+	c := newCaddy(t)
+	c.LoadCaddyfile(caddyfile)
+	return c
+}
+
+// RunJSON runs a JSON config in this process until the test ends.
+func RunJSON(t testing.TB, config []byte) *Caddy {
+	t.Helper()
+	c := newCaddy(t)
+	c.LoadJSON(config)
+	return c
+}
+
+func newCaddy(t testing.TB) *Caddy {
+	t.Helper()
+	caddyMu.Lock()
+	c := &Caddy{t: t, Admin: fmt.Sprintf("127.0.0.1:%d", FreePort(t)), store: t.TempDir()}
+	t.Cleanup(func() {
+		if err := caddy.Stop(); err != nil {
+			t.Logf("stopping caddy: %v", err)
+		}
+		caddyMu.Unlock()
+	})
+	return c
+}
+
+// Adapt turns a Caddyfile into JSON or fails the test.
+func Adapt(t testing.TB, caddyfile string) []byte {
+	t.Helper()
+	adapter := caddyconfig.GetAdapter("caddyfile")
+	out, warnings, err := adapter.Adapt([]byte(caddyfile), map[string]any{"filename": "Caddyfile"})
+	if err != nil {
+		t.Fatalf("adapting the Caddyfile: %v\n%s", err, caddyfile)
+	}
+	for _, w := range warnings {
+		t.Logf("adapt warning: %s", w.String())
+	}
+	return out
+}
+
+// LoadCaddyfile replaces the running config with an adapted Caddyfile (a
+// graceful reload, as `caddy reload` does).
+func (c *Caddy) LoadCaddyfile(caddyfile string) {
+	c.t.Helper()
+	c.LoadJSON(Adapt(c.t, caddyfile))
+}
+
+// LoadJSON replaces the running config (a graceful reload).
+func (c *Caddy) LoadJSON(config []byte) {
+	c.t.Helper()
+	if err := caddy.Load(c.prepare(config), true); err != nil {
+		c.t.Fatalf("loading config: %v\n%s", err, config)
+	}
+}
+
+// TryLoadJSON is LoadJSON that returns the load error instead of failing.
+func (c *Caddy) TryLoadJSON(config []byte) error {
+	return caddy.Load(c.prepare(config), true)
+}
+
+// prepare points admin, storage and the local CA of a config at test values.
+func (c *Caddy) prepare(config []byte) []byte {
+	c.t.Helper()
+	var cfg map[string]any
+	if err := json.Unmarshal(config, &cfg); err != nil {
+		c.t.Fatalf("config is not JSON: %v", err)
+	}
+	cfg["admin"] = map[string]any{"listen": c.Admin}
+	cfg["storage"] = map[string]any{"module": "file_system", "root": c.store}
+	apps, _ := cfg["apps"].(map[string]any)
+	if apps == nil {
+		apps = map[string]any{}
+		cfg["apps"] = apps
+	}
+	pki, _ := apps["pki"].(map[string]any)
+	if pki == nil {
+		pki = map[string]any{}
+		apps["pki"] = pki
+	}
+	cas, _ := pki["certificate_authorities"].(map[string]any)
+	if cas == nil {
+		cas = map[string]any{}
+		pki["certificate_authorities"] = cas
+	}
+	local, _ := cas["local"].(map[string]any)
+	if local == nil {
+		local = map[string]any{}
+		cas["local"] = local
+	}
+	local["install_trust"] = false
+	out, err := json.Marshal(cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return out
+}
+
+// AdminRequest sends a request to the admin endpoint and returns the status
+// and body.
+func (c *Caddy) AdminRequest(method, path string, body io.Reader) (int, string) {
+	c.t.Helper()
+	req, err := http.NewRequest(method, "http://"+c.Admin+path, body)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(data)
+}
+
+// Reload posts a Caddyfile to the admin endpoint's /load, as a user would.
+func (c *Caddy) Reload(caddyfile string) {
+	c.t.Helper()
+	status, body := c.AdminRequest(http.MethodPost, "/load", strings.NewReader(string(c.prepare(Adapt(c.t, caddyfile)))))
+	if status != http.StatusOK {
+		c.t.Fatalf("reload: %d %s", status, body)
+	}
+}
+
+// TempFile writes content to a file in a test temp dir and returns its path.
+func TempFile(t testing.TB, name, content string) string {
+	t.Helper()
+	path := t.TempDir() + "/" + name
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
