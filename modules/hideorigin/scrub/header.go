@@ -1,0 +1,189 @@
+package scrub
+
+import (
+	"fmt"
+	"net/http"
+	"net/textproto"
+	"sort"
+	"strings"
+)
+
+// DefaultStrip is the list of response headers removed by default: they name
+// the origin's software, its version or the machine that answered. Caddy's
+// own Via is among them.
+var DefaultStrip = []string{
+	"Server",
+	"X-Powered-By",
+	"Via",
+	"X-AspNet-Version",
+	"X-AspNetMvc-Version",
+	"X-Backend-Server",
+	"X-Backend",
+	"X-Backend-Host",
+	"X-Served-By",
+	"X-Server",
+	"X-Server-Name",
+	"X-Host",
+	"X-Origin-Server",
+	"X-Upstream",
+	"X-Upstream-Addr",
+	"X-Real-Server",
+	"X-Forwarded-Server",
+	"X-Runtime",
+	"X-Generator",
+	"X-Drupal-Cache",
+	"X-Drupal-Dynamic-Cache",
+	"X-Varnish",
+	"X-Debug-Token",
+	"X-Debug-Token-Link",
+	"X-Application-Context",
+	"X-Litespeed-Cache",
+	"X-Turbo-Charged-By",
+	"X-Pingback",
+}
+
+// StripSet is a set of canonical header names to remove.
+type StripSet map[string]struct{}
+
+// NewStripSet returns DefaultStrip plus add minus keep. Names are checked to
+// be valid header field names.
+func NewStripSet(add, keep []string) (StripSet, error) {
+	set := StripSet{}
+	for _, h := range DefaultStrip {
+		set[textproto.CanonicalMIMEHeaderKey(h)] = struct{}{}
+	}
+	for _, list := range [][]string{add, keep} {
+		for _, h := range list {
+			if !validHeaderName(h) {
+				return nil, fmt.Errorf("invalid header name %q", h)
+			}
+		}
+	}
+	for _, h := range add {
+		set[textproto.CanonicalMIMEHeaderKey(h)] = struct{}{}
+	}
+	for _, h := range keep {
+		delete(set, textproto.CanonicalMIMEHeaderKey(h))
+	}
+	return set, nil
+}
+
+// Names returns the set's header names, sorted.
+func (s StripSet) Names() []string {
+	out := make([]string, 0, len(s))
+	for h := range s {
+		out = append(out, h)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func validHeaderName(h string) bool {
+	if h == "" {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// ScrubHeaders removes the strip set from h and rewrites every identity in
+// every remaining value for p. Set-Cookie loses a Domain attribute that names
+// an identity (the cookie becomes host-only for the public site); Alt-Svc
+// entries that name an identity are dropped (they advertise the origin's own
+// endpoints). It returns how many values were changed or removed.
+func (m *Matcher) ScrubHeaders(h http.Header, strip StripSet, p *Public) int {
+	n := 0
+	for name, vals := range h {
+		if _, ok := strip[name]; ok {
+			delete(h, name)
+			n++
+			continue
+		}
+		if m.Empty() {
+			continue
+		}
+		switch name {
+		case "Set-Cookie":
+			for i, v := range vals {
+				nv, c := m.ScrubSetCookie(v, p)
+				vals[i] = nv
+				n += c
+			}
+		case "Alt-Svc":
+			kept := vals[:0]
+			for _, v := range vals {
+				nv, c := m.ScrubAltSvc(v)
+				n += c
+				if nv != "" {
+					kept = append(kept, nv)
+				}
+			}
+			if len(kept) == 0 {
+				delete(h, name)
+			} else {
+				h[name] = kept
+			}
+		default:
+			for i, v := range vals {
+				nv, c := m.ReplaceString(v, p)
+				vals[i] = nv
+				n += c
+			}
+		}
+	}
+	return n
+}
+
+// ScrubSetCookie rewrites one Set-Cookie value: a Domain attribute naming an
+// identity is removed, identities elsewhere are replaced.
+func (m *Matcher) ScrubSetCookie(v string, p *Public) (string, int) {
+	if m.Empty() {
+		return v, 0
+	}
+	parts := strings.Split(v, ";")
+	n := 0
+	kept := parts[:0]
+	for i, part := range parts {
+		if i > 0 {
+			name, val, _ := strings.Cut(part, "=")
+			if strings.EqualFold(strings.TrimSpace(name), "domain") && m.IsIdentityHost(val) {
+				n++
+				continue
+			}
+		}
+		np, c := m.ReplaceString(part, p)
+		n += c
+		kept = append(kept, np)
+	}
+	if n == 0 {
+		return v, 0
+	}
+	return strings.Join(kept, ";"), n
+}
+
+// ScrubAltSvc drops the comma-separated Alt-Svc alternatives that name an
+// identity; it returns "" when none is left.
+func (m *Matcher) ScrubAltSvc(v string) (string, int) {
+	if m.Empty() {
+		return v, 0
+	}
+	alts := strings.Split(v, ",")
+	kept := alts[:0]
+	n := 0
+	for _, a := range alts {
+		if len(m.FindAll([]byte(a))) > 0 {
+			n++
+			continue
+		}
+		kept = append(kept, a)
+	}
+	if n == 0 {
+		return v, 0
+	}
+	return strings.TrimSpace(strings.Join(kept, ",")), n
+}

@@ -1,0 +1,553 @@
+// Package scrub is the engine of origin hiding: it finds an origin's
+// identities (addresses, host names, URLs) in header values and streamed
+// bodies and rewrites them to the public site, strips identifying headers,
+// and signs and verifies the edge-to-origin request signature. It imports no
+// Caddy package.
+package scrub
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"unsafe"
+)
+
+// Identity is one origin identity to hide, parsed from configuration: a host
+// (IPv4, IPv6 or DNS name) and an optional port.
+type Identity struct {
+	// Host is the lower-case host name or canonical IP address, without
+	// brackets.
+	Host string
+	// Port is the port given with the identity, or 0.
+	Port int
+	// IP is set when Host is an IP address.
+	IP netip.Addr
+}
+
+// String returns the identity as host or host:port (IPv6 in brackets).
+func (id Identity) String() string {
+	h := id.Host
+	if id.IP.Is6() {
+		h = "[" + h + "]"
+	}
+	if id.Port != 0 {
+		return h + ":" + strconv.Itoa(id.Port)
+	}
+	return h
+}
+
+// ParseIdentity parses one identity as written in configuration: an IPv4
+// address, an IPv6 address (bare or in brackets), a host name, any of these
+// with a port, or a URL (http, https, ws, wss) whose host is taken.
+func ParseIdentity(s string) (Identity, error) {
+	in := s
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return Identity{}, errors.New("empty origin identity")
+	}
+	if strings.ContainsAny(s, "{}") {
+		return Identity{}, fmt.Errorf("origin identity %q contains an unreplaced placeholder", in)
+	}
+	if i := strings.Index(s, "://"); i >= 0 {
+		u, err := url.Parse(s)
+		if err != nil || u.Host == "" {
+			return Identity{}, fmt.Errorf("origin identity %q is not a valid URL", in)
+		}
+		switch strings.ToLower(u.Scheme) {
+		case "http", "https", "ws", "wss":
+		default:
+			return Identity{}, fmt.Errorf("origin identity %q: scheme %q is not http, https, ws or wss", in, u.Scheme)
+		}
+		s = u.Host
+	}
+	var host, port string
+	switch {
+	case strings.HasPrefix(s, "["):
+		end := strings.Index(s, "]")
+		if end < 0 {
+			return Identity{}, fmt.Errorf("origin identity %q: missing ']'", in)
+		}
+		host, port = s[1:end], s[end+1:]
+		if port != "" {
+			if port[0] != ':' {
+				return Identity{}, fmt.Errorf("origin identity %q: unexpected %q after ']'", in, port)
+			}
+			port = port[1:]
+			if port == "" {
+				return Identity{}, fmt.Errorf("origin identity %q: empty port", in)
+			}
+		}
+	case strings.Count(s, ":") > 1:
+		host = s
+	case strings.Contains(s, ":"):
+		host, port, _ = strings.Cut(s, ":")
+		if port == "" {
+			return Identity{}, fmt.Errorf("origin identity %q: empty port", in)
+		}
+	default:
+		host = s
+	}
+	id := Identity{}
+	if port != "" {
+		p, err := strconv.Atoi(port)
+		if err != nil || p < 1 || p > 65535 {
+			return Identity{}, fmt.Errorf("origin identity %q: invalid port %q", in, port)
+		}
+		id.Port = p
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if ip.Zone() != "" {
+			return Identity{}, fmt.Errorf("origin identity %q: IPv6 zones are not supported", in)
+		}
+		ip = ip.Unmap()
+		id.IP, id.Host = ip, ip.String()
+		return id, nil
+	}
+	if strings.Count(s, ":") > 1 || strings.HasPrefix(s, "[") {
+		return Identity{}, fmt.Errorf("origin identity %q: invalid IPv6 address", in)
+	}
+	if err := checkHostname(host); err != nil {
+		return Identity{}, fmt.Errorf("origin identity %q: %v", in, err)
+	}
+	id.Host = strings.ToLower(strings.TrimSuffix(host, "."))
+	return id, nil
+}
+
+// checkHostname accepts DNS names made of letters, digits, '-' and '_'
+// labels separated by dots.
+func checkHostname(h string) error {
+	h = strings.TrimSuffix(h, ".")
+	if h == "" {
+		return errors.New("empty host")
+	}
+	if len(h) > 253 {
+		return errors.New("host name longer than 253 characters")
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" {
+			return errors.New("empty label in host name")
+		}
+		if len(label) > 63 {
+			return errors.New("host name label longer than 63 characters")
+		}
+		for i := 0; i < len(label); i++ {
+			if !isHostByte(label[i]) {
+				return fmt.Errorf("invalid character %q in host name", label[i])
+			}
+		}
+	}
+	return nil
+}
+
+// tokenKind says how a token relates to its surroundings.
+type tokenKind uint8
+
+const (
+	kindName     tokenKind = iota // DNS name or IPv4 address
+	kindBracket                   // [IPv6]
+	kindBareIPv6                  // IPv6 without brackets
+)
+
+type token struct {
+	text []byte // lower case
+	kind tokenKind
+}
+
+// Matcher finds origin identities in text. It is immutable and safe for
+// concurrent use.
+type Matcher struct {
+	ids     []Identity
+	tokens  []token
+	byFirst [256][]int32 // token indexes by first byte (both cases), longest first
+	maxTok  int
+	exact   map[string]struct{}
+}
+
+// lookahead is how many bytes past a token the matcher may inspect: an
+// optional ":65535" port and the boundary byte after it.
+const lookahead = 8
+
+// lookback is how many bytes before a token the matcher may inspect: the
+// longest scheme prefix "https://" and one boundary byte.
+const lookback = 10
+
+// NewMatcher builds a matcher for the given identities (as accepted by
+// ParseIdentity). Duplicates are merged.
+func NewMatcher(identities []string) (*Matcher, error) {
+	ids := make([]Identity, 0, len(identities))
+	for _, s := range identities {
+		id, err := ParseIdentity(s)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return NewMatcherFromIdentities(ids), nil
+}
+
+// NewMatcherFromIdentities builds a matcher from parsed identities.
+func NewMatcherFromIdentities(ids []Identity) *Matcher {
+	m := &Matcher{exact: map[string]struct{}{}}
+	seenID := map[Identity]bool{}
+	seenTok := map[string]bool{}
+	add := func(text string, kind tokenKind) {
+		if seenTok[text] {
+			return
+		}
+		seenTok[text] = true
+		m.tokens = append(m.tokens, token{text: []byte(text), kind: kind})
+		m.exact[text] = struct{}{}
+	}
+	for _, id := range ids {
+		if seenID[id] {
+			continue
+		}
+		seenID[id] = true
+		m.ids = append(m.ids, id)
+		if id.IP.Is6() {
+			add("["+id.Host+"]", kindBracket)
+			add(id.Host, kindBareIPv6)
+			for _, form := range ipv6Forms(id.IP) {
+				add("["+form+"]", kindBracket)
+				add(form, kindBareIPv6)
+			}
+			continue
+		}
+		add(id.Host, kindName)
+	}
+	for i, t := range m.tokens {
+		if len(t.text) > m.maxTok {
+			m.maxTok = len(t.text)
+		}
+		c := t.text[0]
+		m.byFirst[c] = append(m.byFirst[c], int32(i))
+		if u := upper(c); u != c {
+			m.byFirst[u] = append(m.byFirst[u], int32(i))
+		}
+	}
+	for c := range m.byFirst {
+		list := m.byFirst[c]
+		sort.SliceStable(list, func(a, b int) bool { return len(m.tokens[list[a]].text) > len(m.tokens[list[b]].text) })
+	}
+	return m
+}
+
+// ipv6Forms returns the uncompressed spellings of an IPv6 address: with
+// every group padded to four digits and with leading zeros dropped.
+func ipv6Forms(ip netip.Addr) []string {
+	full := ip.StringExpanded()
+	groups := strings.Split(full, ":")
+	for i, g := range groups {
+		groups[i] = strings.TrimLeft(g, "0")
+		if groups[i] == "" {
+			groups[i] = "0"
+		}
+	}
+	return []string{full, strings.Join(groups, ":")}
+}
+
+// Identities returns the identities the matcher hides.
+func (m *Matcher) Identities() []Identity { return append([]Identity(nil), m.ids...) }
+
+// Empty reports whether the matcher has no identities.
+func (m *Matcher) Empty() bool { return m == nil || len(m.tokens) == 0 }
+
+// IsIdentityHost reports whether host (a cookie domain, without port; a
+// leading dot is ignored) is exactly one of the identities' hosts.
+func (m *Matcher) IsIdentityHost(host string) bool {
+	if m.Empty() {
+		return false
+	}
+	host = strings.ToLower(strings.TrimPrefix(strings.TrimSpace(host), "."))
+	_, ok := m.exact[host]
+	return ok
+}
+
+// tail is how many bytes at the end of a buffer cannot be decided before more
+// input arrives.
+func (m *Matcher) tail() int { return m.maxTok + lookahead }
+
+// Form is the shape in which an identity was found.
+type Form uint8
+
+// The forms an identity can take in text.
+const (
+	FormBare    Form = iota // 10.0.0.10, origin.internal:8080
+	FormSlashes             // //origin.internal (scheme-relative)
+	FormHTTP                // http:// or https://
+	FormWS                  // ws:// or wss://
+)
+
+// Match is one occurrence of an identity in a buffer: [Start, End) covers the
+// scheme prefix, the host and the port.
+type Match struct {
+	Start, End int
+	Form       Form
+	HasPort    bool
+}
+
+func upper(c byte) byte {
+	if 'a' <= c && c <= 'z' {
+		return c - 32
+	}
+	return c
+}
+
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 32
+	}
+	return c
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+func isHostByte(c byte) bool { return isAlnum(c) || c == '-' || c == '_' }
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// equalFoldLower compares b with the lower-case pattern p, ASCII case-insensitively.
+func equalFoldLower(b, p []byte) bool {
+	if len(b) != len(p) {
+		return false
+	}
+	for i := range p {
+		if lower(b[i]) != p[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Next finds the first identity whose host starts in buf[from:limit]. lo is
+// the lowest index a scheme prefix may extend to (bytes before it are no
+// longer available for rewriting). Bytes up to len(buf) may be inspected;
+// callers that stream guarantee limit <= len(buf)-tail unless the buffer is
+// the end of the input.
+func (m *Matcher) Next(buf []byte, from, limit, lo int) (Match, bool) {
+	if m.Empty() {
+		return Match{}, false
+	}
+	if limit > len(buf) {
+		limit = len(buf)
+	}
+	for i := from; i < limit; i++ {
+		cands := m.byFirst[buf[i]]
+		if len(cands) == 0 {
+			continue
+		}
+		for _, ti := range cands {
+			t := &m.tokens[ti]
+			end := i + len(t.text)
+			if end > len(buf) || !equalFoldLower(buf[i:end], t.text) {
+				continue
+			}
+			if mt, ok := m.confirm(buf, i, end, t.kind, lo); ok {
+				return mt, true
+			}
+		}
+	}
+	return Match{}, false
+}
+
+// confirm checks the boundaries around a token found at buf[i:end], extends
+// it with a port and a scheme prefix, and returns the match.
+func (m *Matcher) confirm(buf []byte, i, end int, kind tokenKind, lo int) (Match, bool) {
+	// left boundary
+	if kind != kindBracket && i > 0 {
+		p := buf[i-1]
+		switch {
+		case kind == kindBareIPv6 && (isHex(p) || p == ':' || p == '.'):
+			return Match{}, false
+		case isHostByte(p):
+			return Match{}, false
+		case p == '.' && i > 1 && isHostByte(buf[i-2]):
+			return Match{}, false // a subdomain of the identity, another host
+		}
+	}
+	// right boundary
+	if end < len(buf) {
+		n := buf[end]
+		switch {
+		case kind == kindBareIPv6 && (isHex(n) || n == ':' || n == '.'):
+			return Match{}, false
+		case isHostByte(n):
+			return Match{}, false
+		case n == '.' && end+1 < len(buf) && isHostByte(buf[end+1]):
+			return Match{}, false
+		}
+	}
+	mt := Match{Start: i, End: end}
+	// port
+	if kind != kindBareIPv6 && end < len(buf) && buf[end] == ':' {
+		j := end + 1
+		for j < len(buf) && j-end-1 < 6 && '0' <= buf[j] && buf[j] <= '9' {
+			j++
+		}
+		digits := j - end - 1
+		if digits >= 1 && digits <= 5 && (j == len(buf) || !isAlnum(buf[j])) {
+			mt.End, mt.HasPort = j, true
+		}
+	}
+	// scheme prefix
+	if i-2 >= lo && buf[i-1] == '/' && buf[i-2] == '/' {
+		mt.Start, mt.Form = i-2, FormSlashes
+		s := i - 3
+		if s >= lo && buf[s] == ':' {
+			for _, sc := range [...]struct {
+				name string
+				form Form
+			}{{"https", FormHTTP}, {"http", FormHTTP}, {"wss", FormWS}, {"ws", FormWS}} {
+				b := s - len(sc.name)
+				if b >= lo && equalFoldLower(buf[b:s], []byte(sc.name)) && (b == 0 || !isAlnum(buf[b-1]) && buf[b-1] != '+' && buf[b-1] != '.' && buf[b-1] != '-') {
+					mt.Start, mt.Form = b, sc.form
+					break
+				}
+			}
+		}
+	}
+	return mt, true
+}
+
+// Public is what identities become: the public site's scheme, host name and
+// port.
+type Public struct {
+	// Scheme is "https" or "http".
+	Scheme string
+	// Host is the host name or address (IPv6 in brackets).
+	Host string
+	// Port is the explicit port, or "" for the scheme's default.
+	Port string
+
+	origin, ws, slashes, hostport string
+	// the same as bytes, for the streaming rewriter
+	bOrigin, bWS, bSlashes, bHostport, bHost []byte
+}
+
+// ParsePublic parses the public origin, e.g. "https://example.com" or
+// "http://localhost:8080". A missing scheme means https.
+func ParsePublic(s string) (Public, error) {
+	in := s
+	if !strings.Contains(s, "://") {
+		s = "https://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return Public{}, fmt.Errorf("public %q is not a URL with a host", in)
+	}
+	scheme := strings.ToLower(u.Scheme)
+	if scheme != "http" && scheme != "https" {
+		return Public{}, fmt.Errorf("public %q: scheme must be http or https", in)
+	}
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.User != nil {
+		return Public{}, fmt.Errorf("public %q: only scheme, host and port are allowed", in)
+	}
+	host, port := u.Hostname(), u.Port()
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	if port == "443" && scheme == "https" || port == "80" && scheme == "http" {
+		port = ""
+	}
+	return NewPublic(scheme, host, port), nil
+}
+
+// NewPublic builds a Public from parts that are already valid.
+func NewPublic(scheme, host, port string) Public {
+	p := Public{Scheme: scheme, Host: host, Port: port}
+	p.hostport = host
+	if port != "" {
+		p.hostport += ":" + port
+	}
+	p.origin = scheme + "://" + p.hostport
+	ws := "wss"
+	if scheme == "http" {
+		ws = "ws"
+	}
+	p.ws = ws + "://" + p.hostport
+	p.slashes = "//" + p.hostport
+	p.bOrigin, p.bWS, p.bSlashes = []byte(p.origin), []byte(p.ws), []byte(p.slashes)
+	p.bHostport, p.bHost = []byte(p.hostport), []byte(p.Host)
+	return p
+}
+
+// replacementBytes is replacement without a conversion.
+func (p *Public) replacementBytes(mt Match) []byte {
+	switch mt.Form {
+	case FormHTTP:
+		return p.bOrigin
+	case FormWS:
+		return p.bWS
+	case FormSlashes:
+		return p.bSlashes
+	}
+	if mt.HasPort {
+		return p.bHostport
+	}
+	return p.bHost
+}
+
+// replacement returns what a match becomes.
+func (p *Public) replacement(mt Match) string {
+	switch mt.Form {
+	case FormHTTP:
+		return p.origin
+	case FormWS:
+		return p.ws
+	case FormSlashes:
+		return p.slashes
+	}
+	if mt.HasPort {
+		return p.hostport
+	}
+	return p.Host
+}
+
+// ReplaceString rewrites every identity in s; it returns s itself and 0 when
+// nothing matched.
+func (m *Matcher) ReplaceString(s string, p *Public) (string, int) {
+	if m.Empty() || len(s) < 1 {
+		return s, 0
+	}
+	buf := unsafe.Slice(unsafe.StringData(s), len(s)) // read only
+	var b strings.Builder
+	emitted, n := 0, 0
+	for pos := 0; ; {
+		mt, ok := m.Next(buf, pos, len(buf), emitted)
+		if !ok {
+			break
+		}
+		if n == 0 {
+			b.Grow(len(s) + 16)
+		}
+		b.Write(buf[emitted:mt.Start])
+		b.WriteString(p.replacement(mt))
+		emitted, pos, n = mt.End, mt.End, n+1
+	}
+	if n == 0 {
+		return s, 0
+	}
+	b.Write(buf[emitted:])
+	return b.String(), n
+}
+
+// FindAll returns every match in s (used by the leak auditor).
+func (m *Matcher) FindAll(b []byte) []Match {
+	var out []Match
+	for pos := 0; ; {
+		mt, ok := m.Next(b, pos, len(b), pos)
+		if !ok {
+			return out
+		}
+		out = append(out, mt)
+		pos = mt.End
+	}
+}
