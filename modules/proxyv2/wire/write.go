@@ -36,8 +36,8 @@ func (h *Header) AppendV2(dst []byte, crc bool) ([]byte, error) {
 		dst = binary.BigEndian.AppendUint16(dst, h.Source.Port())
 		dst = binary.BigEndian.AppendUint16(dst, h.Destination.Port())
 	case FamilyUnix:
-		if len(h.SourceUnix) >= unixPathLen || len(h.DestinationUnix) >= unixPathLen {
-			return dst[:start], fmt.Errorf("%w: UNIX socket path longer than %d bytes", ErrUnwritable, unixPathLen-1)
+		if len(h.SourceUnix) > unixPathLen || len(h.DestinationUnix) > unixPathLen {
+			return dst[:start], fmt.Errorf("%w: UNIX socket path longer than %d bytes", ErrUnwritable, unixPathLen)
 		}
 		dst = appendPadded(dst, h.SourceUnix)
 		dst = appendPadded(dst, h.DestinationUnix)
