@@ -1,0 +1,202 @@
+package table
+
+import (
+	"net/netip"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func benchSchema(b *testing.B) *Schema {
+	return mustSchema(b, "ip", "http_req_rate(10s)", "conn_cur", "gpc(1)")
+}
+
+func ipKeys(s *Schema, n int) []Key {
+	keys := make([]Key, n)
+	for i := range keys {
+		keys[i], _ = s.KeyFromAddr(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
+	}
+	return keys
+}
+
+// BenchmarkTrackRead is the hot path of an HTTP request on an existing key:
+// track (count the request and hold the entry), read a rate as the stick
+// matcher does, and release with the response. Target: ≤150 ns/op, 0 allocs.
+func BenchmarkTrackRead(b *testing.B) {
+	s := benchSchema(b)
+	tb, err := New(s, Options{Size: 1 << 20, Expire: 10 * time.Minute})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rate, _ := s.Column("http_req_rate")
+	keys := ipKeys(s, 1024)
+	for _, k := range keys {
+		r, _ := tb.Acquire(k, Events{})
+		tb.Release(r, Events{})
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		r, err := tb.Acquire(keys[i&1023], Events{Req: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		tb.Get(r, rate)
+		tb.Release(r, Events{ReqEnd: true, Status: 200})
+		i++
+	}
+}
+
+// BenchmarkTrackReadParallel is BenchmarkTrackRead from every core on
+// distinct keys; run with -cpu 1,2 to read the scaling.
+func BenchmarkTrackReadParallel(b *testing.B) {
+	s := benchSchema(b)
+	tb, err := New(s, Options{Size: 1 << 20, Expire: 10 * time.Minute})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rate, _ := s.Column("http_req_rate")
+	keys := ipKeys(s, 1<<16)
+	for _, k := range keys {
+		r, _ := tb.Acquire(k, Events{})
+		tb.Release(r, Events{})
+	}
+	var worker atomic.Uint32
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(worker.Add(1)) * 7919
+		for pb.Next() {
+			r, err := tb.Acquire(keys[i&(1<<16-1)], Events{Req: true})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			tb.Get(r, rate)
+			tb.Release(r, Events{ReqEnd: true, Status: 200})
+			i++
+		}
+	})
+}
+
+// BenchmarkLookup is the stick matcher with `key <expr>`: a read without
+// tracking.
+func BenchmarkLookup(b *testing.B) {
+	s := benchSchema(b)
+	tb, _ := New(s, Options{Size: 1 << 20})
+	rate, _ := s.Column("http_req_rate")
+	keys := ipKeys(s, 1024)
+	for _, k := range keys {
+		r, _ := tb.Acquire(k, Events{Req: true})
+		tb.Release(r, Events{})
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		tb.Lookup(keys[i&1023], rate)
+		i++
+	}
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// BenchmarkBytesPerEntry fills a 1,000,000-entry ip table storing
+// http_req_rate, conn_cur and gpc0 and reports the heap it takes per entry
+// (runtime.MemStats). Target: ≤128 B/entry.
+func BenchmarkBytesPerEntry(b *testing.B) {
+	const n = 1_000_000
+	s := benchSchema(b)
+	for b.Loop() {
+		before := heapInUse()
+		tb, err := New(s, Options{Size: n, Expire: 10 * time.Minute})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i := range n {
+			k, _ := s.KeyFromAddr(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
+			r, err := tb.Acquire(k, Events{Req: true, Conn: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			tb.Release(r, Events{ConnEnd: true})
+		}
+		after := heapInUse()
+		if tb.Len() != n {
+			b.Fatalf("len %d", tb.Len())
+		}
+		b.ReportMetric(float64(after-before)/n, "B/entry")
+		runtime.KeepAlive(tb)
+	}
+}
+
+// BenchmarkFlood sends 1,000,000 distinct keys through a 100,000-entry
+// table (the attack the size bound is for) and reports the heap per table
+// slot afterwards and the evictions: memory stays at the table's bound.
+func BenchmarkFlood(b *testing.B) {
+	const size, flood = 100_000, 1_000_000
+	s := benchSchema(b)
+	for b.Loop() {
+		before := heapInUse()
+		tb, _ := New(s, Options{Size: size, Expire: 10 * time.Minute})
+		for i := range size {
+			k, _ := s.KeyFromAddr(netip.AddrFrom4([4]byte{11, byte(i >> 16), byte(i >> 8), byte(i)}))
+			r, _ := tb.Acquire(k, Events{Req: true})
+			tb.Release(r, Events{})
+		}
+		full := heapInUse() - before
+		for i := range flood {
+			k, _ := s.KeyFromAddr(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 12: byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}))
+			r, err := tb.Acquire(k, Events{Req: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			tb.Release(r, Events{})
+		}
+		after := heapInUse() - before
+		if tb.Len() > size {
+			b.Fatalf("len %d over size %d", tb.Len(), size)
+		}
+		b.ReportMetric(float64(full)/size, "B/entry-full")
+		b.ReportMetric(float64(after)/size, "B/entry-after-flood")
+		b.ReportMetric(float64(tb.Evictions()), "evictions")
+		runtime.KeepAlive(tb)
+	}
+}
+
+// TestFloodStaysBounded checks the size bound itself (the benchmark above
+// reports the memory): a flood of distinct keys never grows the table past
+// its size, and the keys of steady clients that keep coming back survive.
+func TestFloodStaysBounded(t *testing.T) {
+	s := mustSchema(t, "ip", "http_req_cnt")
+	tb, clk := newTable(t, s, 1000, time.Minute)
+	legit := ipKeys(s, 10)
+	for i := range 200_000 {
+		k, _ := s.KeyFromAddr(netip.AddrFrom4([4]byte{172, byte(i >> 16), byte(i >> 8), byte(i)}))
+		r, _ := tb.Acquire(k, Events{Req: true})
+		tb.Release(r, Events{})
+		if i%50 == 0 {
+			for _, lk := range legit {
+				r, _ := tb.Acquire(lk, Events{Req: true})
+				tb.Release(r, Events{})
+			}
+			clk.advance(time.Millisecond)
+		}
+		if tb.Len() > 1000 {
+			t.Fatalf("len %d over size", tb.Len())
+		}
+	}
+	for _, lk := range legit {
+		if v := get(t, tb, lk, "http_req_cnt"); v != 4000 {
+			t.Errorf("a returning client's counter is %d, want 4000 (never evicted)", v)
+		}
+	}
+}

@@ -1,0 +1,805 @@
+package table
+
+import (
+	"encoding/binary"
+	"errors"
+	"hash/maphash"
+	"math/bits"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Options sizes a table and sets its clock.
+type Options struct {
+	// Size is the maximum number of entries.
+	Size int
+	// Expire is how long an entry lives after its last use; 0 keeps entries
+	// until they are evicted.
+	Expire time.Duration
+	// Now returns the time in milliseconds. Tests pass a fake clock; nil uses
+	// CoarseNow, the wall clock in Unix milliseconds (so that rate periods
+	// line up across cluster nodes) read from an atomic.
+	Now func() int64
+	// Shards is the number of independently locked shards (a power of two);
+	// 0 chooses from Size.
+	Shards int
+}
+
+// ErrFull is returned when a new entry cannot be created because every
+// entry that could be evicted is held by a live connection or request.
+var ErrFull = errors.New("stick table full: every entry is in use")
+
+// Table is a stick table: a bounded map from keys to typed counters. All
+// methods are safe for concurrent use.
+type Table struct {
+	schema  *Schema
+	now     func() int64
+	strKeys bool
+	mask    uint32
+	seed    maphash.Seed
+	shards  []shard
+
+	size      atomic.Int64
+	expireMs  atomic.Int64
+	used      atomic.Int64
+	evictions atomic.Uint64
+}
+
+const (
+	pageBits = 8
+	pageSize = 1 << pageBits
+	dirtyBit = 1 << 31
+)
+
+// meta is the bookkeeping of one entry slot: LRU links, expiry deadline,
+// holders (with the dirty flag in the top bit) and a generation that changes
+// whenever the slot is freed, so stale references are ignored.
+type meta struct {
+	prev, next uint32
+	exp        int64
+	refs       uint32
+	gen        uint32
+}
+
+type page struct {
+	meta  [pageSize]meta
+	fixed [][16]byte
+	strs  []string
+	data  []uint32
+}
+
+type shard struct {
+	mu    sync.Mutex
+	fixed map[[16]byte]uint32
+	strs  map[string]uint32
+	pages []*page
+	free  []uint32
+	next  uint32 // first never-used slot; slot 0 is the nil link
+	head  uint32 // most recently used
+	tail  uint32 // least recently used
+	n     int
+	dirty []uint32
+	_     [32]byte // 192 bytes: shards never share a cache line
+}
+
+// New creates a table with schema s (New initialises it).
+func New(s *Schema, o Options) (*Table, error) {
+	if err := s.Init(); err != nil {
+		return nil, err
+	}
+	if o.Size < 1 {
+		return nil, errors.New("table size must be at least 1")
+	}
+	if o.Expire < 0 {
+		return nil, errors.New("expire must not be negative")
+	}
+	n := o.Shards
+	if n <= 0 {
+		// One shard per 4096 entries, at most 64: small tables keep an
+		// exact LRU, large ones scale across cores.
+		n = 1
+		for n < 64 && n*4096 < o.Size {
+			n <<= 1
+		}
+	}
+	if n&(n-1) != 0 {
+		return nil, errors.New("shards must be a power of two")
+	}
+	t := &Table{
+		schema:  s,
+		now:     o.Now,
+		strKeys: s.Type == KeyString || s.Type == KeyBinary,
+		mask:    uint32(n - 1),
+		seed:    maphash.MakeSeed(),
+		shards:  make([]shard, n),
+	}
+	if t.now == nil {
+		t.now = CoarseNow
+	}
+	t.size.Store(int64(o.Size))
+	t.expireMs.Store(o.Expire.Milliseconds())
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.next = 1
+		if t.strKeys {
+			sh.strs = make(map[string]uint32)
+		} else {
+			sh.fixed = make(map[[16]byte]uint32)
+		}
+	}
+	return t, nil
+}
+
+// Schema returns the table's schema.
+func (t *Table) Schema() *Schema { return t.schema }
+
+// Now returns the table clock in milliseconds.
+func (t *Table) Now() int64 { return t.now() }
+
+// Size returns the maximum number of entries.
+func (t *Table) Size() int { return int(t.size.Load()) }
+
+// Len returns the number of entries.
+func (t *Table) Len() int { return int(t.used.Load()) }
+
+// Evictions returns how many entries were evicted to make room.
+func (t *Table) Evictions() uint64 { return t.evictions.Load() }
+
+// Expire returns the idle lifetime of entries (0: no expiry).
+func (t *Table) Expire() time.Duration { return time.Duration(t.expireMs.Load()) * time.Millisecond }
+
+// SetExpire changes the idle lifetime; it applies from each entry's next use.
+func (t *Table) SetExpire(d time.Duration) { t.expireMs.Store(d.Milliseconds()) }
+
+// Resize changes the maximum number of entries, evicting the least recently
+// used unheld entries if the table is now over its size.
+func (t *Table) Resize(size int) {
+	if size < 1 {
+		size = 1
+	}
+	t.size.Store(int64(size))
+	for i := range t.shards {
+		for t.used.Load() > int64(size) {
+			sh := &t.shards[i]
+			sh.mu.Lock()
+			ok := t.evictOne(sh)
+			sh.mu.Unlock()
+			if !ok {
+				break
+			}
+		}
+	}
+}
+
+func (t *Table) shardOf(k Key) *shard {
+	var h uint64
+	if t.strKeys {
+		h = maphash.String(t.seed, k.s)
+	} else {
+		a := binary.LittleEndian.Uint64(k.b[:8])
+		b := binary.LittleEndian.Uint64(k.b[8:])
+		hi, lo := bits.Mul64(a^0x9e3779b97f4a7c15, b^0xc2b2ae3d27d4eb4f)
+		h = hi ^ lo
+	}
+	return &t.shards[uint32(h>>32)&t.mask]
+}
+
+func (sh *shard) meta(idx uint32) *meta { return &sh.pages[idx>>pageBits].meta[idx&(pageSize-1)] }
+
+func (t *Table) data(sh *shard, idx uint32) []uint32 {
+	p := sh.pages[idx>>pageBits]
+	o := int(idx&(pageSize-1)) * t.schema.stride
+	return p.data[o : o+t.schema.stride : o+t.schema.stride]
+}
+
+func (t *Table) keyAt(sh *shard, idx uint32) Key {
+	p := sh.pages[idx>>pageBits]
+	if t.strKeys {
+		return Key{s: p.strs[idx&(pageSize-1)]}
+	}
+	return Key{b: p.fixed[idx&(pageSize-1)]}
+}
+
+func (t *Table) find(sh *shard, k Key) (uint32, bool) {
+	if t.strKeys {
+		i, ok := sh.strs[k.s]
+		return i, ok
+	}
+	i, ok := sh.fixed[k.b]
+	return i, ok
+}
+
+// unlink removes idx from the LRU list.
+func (sh *shard) unlink(m *meta) {
+	if m.prev != 0 {
+		sh.meta(m.prev).next = m.next
+	} else {
+		sh.head = m.next
+	}
+	if m.next != 0 {
+		sh.meta(m.next).prev = m.prev
+	} else {
+		sh.tail = m.prev
+	}
+	m.prev, m.next = 0, 0
+}
+
+// pushFront makes idx the most recently used entry.
+func (sh *shard) pushFront(idx uint32, m *meta) {
+	m.prev, m.next = 0, sh.head
+	if sh.head != 0 {
+		sh.meta(sh.head).prev = idx
+	} else {
+		sh.tail = idx
+	}
+	sh.head = idx
+}
+
+// touch refreshes an entry's expiry and LRU position.
+func (t *Table) touch(sh *shard, idx uint32, m *meta, now int64) {
+	if e := t.expireMs.Load(); e > 0 {
+		m.exp = now + e
+	}
+	if sh.head != idx {
+		sh.unlink(m)
+		sh.pushFront(idx, m)
+	}
+}
+
+func (t *Table) expired(m *meta, now int64) bool {
+	return m.exp != 0 && m.exp <= now && m.refs&^dirtyBit == 0
+}
+
+// alloc takes a free slot, growing the shard by one page when needed.
+func (t *Table) alloc(sh *shard) uint32 {
+	if n := len(sh.free); n > 0 {
+		idx := sh.free[n-1]
+		sh.free = sh.free[:n-1]
+		return idx
+	}
+	idx := sh.next
+	if int(idx>>pageBits) == len(sh.pages) {
+		p := &page{data: make([]uint32, pageSize*t.schema.stride)}
+		if t.strKeys {
+			p.strs = make([]string, pageSize)
+		} else {
+			p.fixed = make([][16]byte, pageSize)
+		}
+		sh.pages = append(sh.pages, p)
+	}
+	sh.next++
+	return idx
+}
+
+// insert adds a new entry for k, evicting if the table is full.
+func (t *Table) insert(sh *shard, k Key, now int64) (uint32, error) {
+	if t.used.Load() >= t.size.Load() && !t.evictOne(sh) {
+		return 0, ErrFull
+	}
+	idx := t.alloc(sh)
+	p := sh.pages[idx>>pageBits]
+	if t.strKeys {
+		k.s = cloneString(k.s)
+		p.strs[idx&(pageSize-1)] = k.s
+		sh.strs[k.s] = idx
+	} else {
+		p.fixed[idx&(pageSize-1)] = k.b
+		sh.fixed[k.b] = idx
+	}
+	m := sh.meta(idx)
+	m.refs, m.exp = 0, 0
+	sh.pushFront(idx, m)
+	sh.n++
+	t.used.Add(1)
+	return idx, nil
+}
+
+func cloneString(s string) string { return string(append([]byte(nil), s...)) }
+
+// remove frees an entry.
+func (t *Table) remove(sh *shard, idx uint32) {
+	m := sh.meta(idx)
+	p := sh.pages[idx>>pageBits]
+	if t.strKeys {
+		delete(sh.strs, p.strs[idx&(pageSize-1)])
+		p.strs[idx&(pageSize-1)] = ""
+	} else {
+		delete(sh.fixed, p.fixed[idx&(pageSize-1)])
+	}
+	sh.unlink(m)
+	m.gen++
+	m.refs, m.exp = 0, 0
+	clear(t.data(sh, idx))
+	sh.free = append(sh.free, idx)
+	sh.n--
+	t.used.Add(-1)
+}
+
+// evictOne frees the least recently used entry that nobody holds. Held
+// entries met on the way move to the front (they are in use). It reports
+// false when every entry of the shard is held or the shard is empty.
+func (t *Table) evictOne(sh *shard) bool {
+	for range sh.n {
+		idx := sh.tail
+		if idx == 0 {
+			return false
+		}
+		m := sh.meta(idx)
+		if m.refs&^dirtyBit != 0 {
+			sh.unlink(m)
+			sh.pushFront(idx, m)
+			continue
+		}
+		t.remove(sh, idx)
+		t.evictions.Add(1)
+		return true
+	}
+	return false
+}
+
+// Sweep removes the entries whose expiry passed, walking each shard from its
+// least recently used end; it returns how many it removed. Call it
+// periodically; lookups also ignore expired entries on their own.
+func (t *Table) Sweep() int {
+	if t.expireMs.Load() <= 0 {
+		return 0
+	}
+	removed := 0
+	now := t.now()
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		for range sh.n {
+			idx := sh.tail
+			if idx == 0 {
+				break
+			}
+			m := sh.meta(idx)
+			if m.refs&^dirtyBit != 0 {
+				sh.unlink(m)
+				sh.pushFront(idx, m)
+				continue
+			}
+			if m.exp == 0 || m.exp > now {
+				break
+			}
+			t.remove(sh, idx)
+			removed++
+		}
+		sh.mu.Unlock()
+	}
+	return removed
+}
+
+// Ref is a held entry: it is neither evicted nor expired until released.
+// The zero Ref is invalid; operations on a Ref whose entry was deleted
+// through the admin API are ignored.
+type Ref struct {
+	sh  *shard
+	idx uint32
+	gen uint32
+}
+
+// Valid reports whether the Ref came from a successful Acquire.
+func (r Ref) Valid() bool { return r.sh != nil }
+
+// Events are the traffic facts applied to an entry in one locked step.
+type Events struct {
+	Conn    bool   // a connection opened: conn_cnt, conn_rate and conn_cur +1
+	ConnEnd bool   // a connection closed: conn_cur −1
+	Req     bool   // an HTTP request arrived: http_req_cnt, http_req_rate and req_cur +1
+	ReqEnd  bool   // the request finished: req_cur −1
+	Status  int    // the response status: 4xx counts http_err, 5xx but 501 and 505 http_fail
+	In, Out uint64 // bytes received from and sent to the client
+}
+
+// IsHTTPErr reports whether a status counts as an HTTP error (http_err_*):
+// every 4xx, as for HAProxy's denied and tarpitted requests.
+func IsHTTPErr(status int) bool { return status >= 400 && status <= 499 }
+
+// IsHTTPFail reports whether a status counts as an HTTP failure
+// (http_fail_*): 5xx except 501 (not implemented) and 505 (version not
+// supported), which are the client's fault.
+func IsHTTPFail(status int) bool {
+	return status >= 500 && status <= 599 && status != 501 && status != 505
+}
+
+func (t *Table) field(k Kind) *Field {
+	if i := t.schema.byKind[k]; i >= 0 {
+		return &t.schema.Fields[i]
+	}
+	return nil
+}
+
+func (t *Table) add(sh *shard, idx uint32, data []uint32, k Kind, now int64, n uint64) {
+	if f := t.field(k); f != nil {
+		addField(data, f, 0, now, n)
+		if f.delta >= 0 {
+			t.markDirty(sh, idx)
+		}
+	}
+}
+
+func (t *Table) apply(sh *shard, idx uint32, ev *Events, now int64) {
+	data := t.data(sh, idx)
+	if ev.Conn {
+		t.add(sh, idx, data, ConnCnt, now, 1)
+		t.add(sh, idx, data, ConnRate, now, 1)
+		if f := t.field(ConnCur); f != nil {
+			addField(data, f, 0, now, 1)
+		}
+	}
+	if ev.ConnEnd {
+		if f := t.field(ConnCur); f != nil {
+			subField(data, f, 0)
+		}
+	}
+	if ev.Req {
+		t.add(sh, idx, data, HTTPReqCnt, now, 1)
+		t.add(sh, idx, data, HTTPReqRate, now, 1)
+		if f := t.field(ReqCur); f != nil {
+			addField(data, f, 0, now, 1)
+		}
+	}
+	if ev.ReqEnd {
+		if f := t.field(ReqCur); f != nil {
+			subField(data, f, 0)
+		}
+	}
+	if ev.Status != 0 {
+		if IsHTTPErr(ev.Status) {
+			t.add(sh, idx, data, HTTPErrCnt, now, 1)
+			t.add(sh, idx, data, HTTPErrRate, now, 1)
+		} else if IsHTTPFail(ev.Status) {
+			t.add(sh, idx, data, HTTPFailCnt, now, 1)
+			t.add(sh, idx, data, HTTPFailRate, now, 1)
+		}
+	}
+	if ev.In != 0 {
+		t.add(sh, idx, data, BytesInCnt, now, ev.In)
+		t.add(sh, idx, data, BytesInRate, now, ev.In)
+	}
+	if ev.Out != 0 {
+		t.add(sh, idx, data, BytesOutCnt, now, ev.Out)
+		t.add(sh, idx, data, BytesOutRate, now, ev.Out)
+	}
+}
+
+// acquireLocked finds or creates the entry of k; an expired entry that
+// nobody holds starts afresh.
+func (t *Table) acquireLocked(sh *shard, k Key, now int64) (uint32, error) {
+	idx, ok := t.find(sh, k)
+	if ok {
+		if m := sh.meta(idx); t.expired(m, now) {
+			t.remove(sh, idx)
+			ok = false
+		}
+	}
+	if !ok {
+		return t.insert(sh, k, now)
+	}
+	return idx, nil
+}
+
+// Acquire finds or creates the entry of k, applies ev and holds the entry
+// until Release. It fails only with ErrFull.
+func (t *Table) Acquire(k Key, ev Events) (Ref, error) {
+	sh := t.shardOf(k)
+	now := t.now()
+	sh.mu.Lock()
+	idx, err := t.acquireLocked(sh, k, now)
+	if err != nil {
+		sh.mu.Unlock()
+		if !t.evictElsewhere(sh) {
+			return Ref{}, err
+		}
+		sh.mu.Lock()
+		if idx, err = t.acquireLocked(sh, k, now); err != nil {
+			sh.mu.Unlock()
+			return Ref{}, err
+		}
+	}
+	t.apply(sh, idx, &ev, now)
+	m := sh.meta(idx)
+	m.refs++
+	t.touch(sh, idx, m, now)
+	r := Ref{sh: sh, idx: idx, gen: m.gen}
+	sh.mu.Unlock()
+	return r, nil
+}
+
+// evictElsewhere frees one entry in any other shard when the shard of a new
+// key has nothing to evict.
+func (t *Table) evictElsewhere(skip *shard) bool {
+	for i := range t.shards {
+		sh := &t.shards[i]
+		if sh == skip {
+			continue
+		}
+		sh.mu.Lock()
+		ok := t.evictOne(sh)
+		sh.mu.Unlock()
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+// lockRef locks the shard of r and reports whether r's entry still exists.
+func (t *Table) lockRef(r Ref) bool {
+	if r.sh == nil {
+		return false
+	}
+	r.sh.mu.Lock()
+	if r.sh.meta(r.idx).gen != r.gen {
+		r.sh.mu.Unlock()
+		return false
+	}
+	return true
+}
+
+// Update applies ev to a held entry.
+func (t *Table) Update(r Ref, ev Events) {
+	if !t.lockRef(r) {
+		return
+	}
+	t.apply(r.sh, r.idx, &ev, t.now())
+	r.sh.mu.Unlock()
+}
+
+// Release applies ev, refreshes the entry's expiry and stops holding it.
+func (t *Table) Release(r Ref, ev Events) {
+	if !t.lockRef(r) {
+		return
+	}
+	now := t.now()
+	t.apply(r.sh, r.idx, &ev, now)
+	m := r.sh.meta(r.idx)
+	if m.refs&^dirtyBit > 0 {
+		m.refs--
+	}
+	t.touch(r.sh, r.idx, m, now)
+	r.sh.mu.Unlock()
+}
+
+// Key returns the key of a held entry.
+func (t *Table) Key(r Ref) (Key, bool) {
+	if !t.lockRef(r) {
+		return Key{}, false
+	}
+	k := t.keyAt(r.sh, r.idx)
+	r.sh.mu.Unlock()
+	return k, true
+}
+
+// Get reads a column of a held entry.
+func (t *Table) Get(r Ref, c Column) (uint64, bool) {
+	if !t.lockRef(r) {
+		return 0, false
+	}
+	v := getField(t.data(r.sh, r.idx), &t.schema.Fields[c.field], c.elem, t.now())
+	r.sh.mu.Unlock()
+	return v, true
+}
+
+// Lookup reads a column of the entry of k without creating, holding or
+// refreshing it. Missing and expired entries report false.
+func (t *Table) Lookup(k Key, c Column) (uint64, bool) {
+	sh := t.shardOf(k)
+	now := t.now()
+	sh.mu.Lock()
+	idx, ok := t.find(sh, k)
+	if !ok || t.expired(sh.meta(idx), now) {
+		sh.mu.Unlock()
+		return 0, false
+	}
+	v := getField(t.data(sh, idx), &t.schema.Fields[c.field], c.elem, now)
+	sh.mu.Unlock()
+	return v, true
+}
+
+// Banned reports whether a held entry's ban is in force.
+func (t *Table) Banned(r Ref) bool {
+	f := t.field(Ban)
+	if f == nil || !t.lockRef(r) {
+		return false
+	}
+	v := getField(t.data(r.sh, r.idx), f, 0, t.now())
+	r.sh.mu.Unlock()
+	return v > 0
+}
+
+// LookupBanned reports whether the entry of k exists and its ban is in force.
+func (t *Table) LookupBanned(k Key) bool {
+	f := t.field(Ban)
+	if f == nil {
+		return false
+	}
+	v, ok := t.Lookup(k, Column{field: int(t.schema.byKind[Ban])})
+	return ok && v > 0
+}
+
+func (t *Table) markDirty(sh *shard, idx uint32) {
+	m := sh.meta(idx)
+	if m.refs&dirtyBit == 0 {
+		m.refs |= dirtyBit
+		sh.dirty = append(sh.dirty, idx)
+	}
+}
+
+// Add adds n to a column of a held entry: a gpc element (and the gpc_rate
+// element of the same index when stored, as sc-inc-gpc does), a counter or
+// a rate.
+func (t *Table) Add(r Ref, c Column, n uint64) {
+	if !t.lockRef(r) {
+		return
+	}
+	t.addColumn(r.sh, r.idx, c, n, t.now())
+	r.sh.mu.Unlock()
+}
+
+func (t *Table) addColumn(sh *shard, idx uint32, c Column, n uint64, now int64) {
+	data := t.data(sh, idx)
+	f := &t.schema.Fields[c.field]
+	addField(data, f, c.elem, now, n)
+	if f.Kind == GPC {
+		if rf := t.field(GPCRate); rf != nil && c.elem < rf.Count {
+			addField(data, rf, c.elem, now, n)
+		}
+	}
+	if t.schema.Replicated {
+		t.markDirty(sh, idx)
+	}
+}
+
+// Set stores v in a column of a held entry (for ban, v is milliseconds from
+// now; 0 lifts the ban).
+func (t *Table) Set(r Ref, c Column, v uint64) {
+	if !t.lockRef(r) {
+		return
+	}
+	t.setColumn(r.sh, r.idx, c, v, t.now())
+	r.sh.mu.Unlock()
+}
+
+func (t *Table) setColumn(sh *shard, idx uint32, c Column, v uint64, now int64) {
+	f := &t.schema.Fields[c.field]
+	data := t.data(sh, idx)
+	if f.delta >= 0 {
+		// An explicit set replaces the value; what it changes is the delta.
+		old := getField(data, f, c.elem, now)
+		setField(data, f, c.elem, now, v)
+		if v > old {
+			addDelta(data, f, c.elem, v-old)
+		}
+	} else {
+		setField(data, f, c.elem, now, v)
+	}
+	if t.schema.Replicated {
+		t.markDirty(sh, idx)
+	}
+}
+
+// BanColumn returns the column of the ban data type.
+func (t *Table) BanColumn() (Column, bool) {
+	i := t.schema.byKind[Ban]
+	return Column{Name: "ban", field: int(i)}, i >= 0
+}
+
+// Delete removes the entry of k, held or not (holders' later updates are
+// ignored). It reports whether the entry existed.
+func (t *Table) Delete(k Key) bool {
+	sh := t.shardOf(k)
+	sh.mu.Lock()
+	idx, ok := t.find(sh, k)
+	if ok {
+		t.remove(sh, idx)
+	}
+	sh.mu.Unlock()
+	return ok
+}
+
+// Write is one column assignment for Put.
+type Write struct {
+	Column Column
+	Value  uint64
+}
+
+// Put creates or refreshes the entry of k and stores the given values.
+func (t *Table) Put(k Key, writes []Write) error {
+	sh := t.shardOf(k)
+	now := t.now()
+	sh.mu.Lock()
+	idx, err := t.acquireLocked(sh, k, now)
+	if err != nil {
+		sh.mu.Unlock()
+		if !t.evictElsewhere(sh) {
+			return err
+		}
+		sh.mu.Lock()
+		if idx, err = t.acquireLocked(sh, k, now); err != nil {
+			sh.mu.Unlock()
+			return err
+		}
+	}
+	for _, w := range writes {
+		t.setColumn(sh, idx, w.Column, w.Value, now)
+	}
+	t.touch(sh, idx, sh.meta(idx), now)
+	sh.mu.Unlock()
+	return nil
+}
+
+// Entry is a snapshot of one entry for listings.
+type Entry struct {
+	Key       Key
+	ExpiresIn time.Duration // 0 when the table has no expiry
+	Holders   int           // live connections and requests holding it
+	Values    []uint64      // one per Schema.Columns(); ban in milliseconds left
+}
+
+// Snapshot returns a snapshot of the entry of k.
+func (t *Table) Snapshot(k Key) (Entry, bool) {
+	sh := t.shardOf(k)
+	now := t.now()
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	idx, ok := t.find(sh, k)
+	if !ok || t.expired(sh.meta(idx), now) {
+		return Entry{}, false
+	}
+	return t.snapshot(sh, idx, now), true
+}
+
+func (t *Table) snapshot(sh *shard, idx uint32, now int64) Entry {
+	m := sh.meta(idx)
+	e := Entry{Key: t.keyAt(sh, idx), Holders: int(m.refs &^ dirtyBit)}
+	if m.exp != 0 && m.refs&^dirtyBit == 0 {
+		e.ExpiresIn = time.Duration(max(m.exp-now, 0)) * time.Millisecond
+	} else if m.exp != 0 {
+		e.ExpiresIn = t.Expire()
+	}
+	data := t.data(sh, idx)
+	e.Values = make([]uint64, len(t.schema.columns))
+	for i, c := range t.schema.columns {
+		e.Values[i] = getField(data, &t.schema.Fields[c.field], c.elem, now)
+	}
+	return e
+}
+
+// Range calls fn with a snapshot of every live entry, one shard at a time,
+// until fn returns false. fn runs without any lock held.
+func (t *Table) Range(fn func(Entry) bool) {
+	var buf []Entry
+	for i := range t.shards {
+		sh := &t.shards[i]
+		now := t.now()
+		buf = buf[:0]
+		sh.mu.Lock()
+		for idx := sh.head; idx != 0; idx = sh.meta(idx).next {
+			if !t.expired(sh.meta(idx), now) {
+				buf = append(buf, t.snapshot(sh, idx, now))
+			}
+		}
+		sh.mu.Unlock()
+		for _, e := range buf {
+			if !fn(e) {
+				return
+			}
+		}
+	}
+}
+
+// Clear removes every entry.
+func (t *Table) Clear() {
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		for sh.head != 0 {
+			t.remove(sh, sh.head)
+		}
+		sh.mu.Unlock()
+	}
+}
