@@ -14,6 +14,10 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile" // the Caddyfile adapter
+	_ "github.com/caddyserver/caddy/v2/modules/standard"           // what cmd/caddy has
+	_ "github.com/mholt/caddy-l4"
+
+	_ "github.com/rampart-edge/caddy-rampart" // every Rampart module
 )
 
 // caddyMu serialises in-process Caddy instances: Caddy keeps one running
@@ -122,6 +126,23 @@ func (c *Caddy) prepare(config []byte) []byte {
 		cas["local"] = local
 	}
 	local["install_trust"] = false
+	if os.Getenv("RAMPART_TEST_LOGS") != "1" {
+		// Caddy's own log goes to the test log only on request; access
+		// logs a test configures still go where it says.
+		logging, _ := cfg["logging"].(map[string]any)
+		if logging == nil {
+			logging = map[string]any{}
+			cfg["logging"] = logging
+		}
+		logs, _ := logging["logs"].(map[string]any)
+		if logs == nil {
+			logs = map[string]any{}
+			logging["logs"] = logs
+		}
+		if _, ok := logs["default"]; !ok {
+			logs["default"] = map[string]any{"writer": map[string]any{"output": "discard"}}
+		}
+	}
 	out, err := json.Marshal(cfg)
 	if err != nil {
 		c.t.Fatal(err)

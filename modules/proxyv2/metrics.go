@@ -1,0 +1,67 @@
+package proxyv2
+
+import (
+	"errors"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Result is the outcome of receiving one connection, the label of
+// rampart_proxy_headers_total.
+type Result string
+
+// The fixed set of results.
+const (
+	ResultOK         Result = "ok"          // a valid PROXY header
+	ResultLocal      Result = "local"       // a valid LOCAL header (health check)
+	ResultPlain      Result = "plain"       // untrusted source served without a header
+	ResultUntrusted  Result = "untrusted"   // untrusted source rejected
+	ResultUnexpected Result = "unexpected"  // untrusted source sent a header
+	ResultMissing    Result = "missing"     // trusted source sent no header
+	ResultMalformed  Result = "malformed"   // header breaks the specification
+	ResultOversized  Result = "oversized"   // header longer than max_header
+	ResultTruncated  Result = "truncated"   // connection closed inside the header
+	ResultTimeout    Result = "timeout"     // header not complete within the timeout
+	ResultBadCRC     Result = "bad_crc"     // CRC32C mismatch
+	ResultMissingCRC Result = "missing_crc" // require_crc and no CRC32C TLV
+	ResultVersion    Result = "version"     // version not in versions
+	ResultEmpty      Result = "empty"       // closed before sending anything
+	ResultError      Result = "error"       // a socket error while reading
+)
+
+var allResults = []Result{ResultOK, ResultLocal, ResultPlain, ResultUntrusted, ResultUnexpected, ResultMissing,
+	ResultMalformed, ResultOversized, ResultTruncated, ResultTimeout, ResultBadCRC, ResultMissingCRC, ResultVersion,
+	ResultEmpty, ResultError}
+
+// headersTotal counts received connections by result; it lives as long as
+// the process, so counts survive config reloads.
+var headersTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Namespace: "rampart",
+	Subsystem: "proxy",
+	Name:      "headers_total",
+	Help:      "Connections received by the PROXY protocol listener wrapper and layer4 handler, by result.",
+}, []string{"result"})
+
+func init() {
+	for _, r := range allResults {
+		headersTotal.WithLabelValues(string(r))
+	}
+}
+
+// registerMetrics adds the package's collectors to the config's registry.
+func registerMetrics(ctx caddy.Context) error {
+	registry := ctx.GetMetricsRegistry()
+	if registry == nil {
+		return nil
+	}
+	if err := registry.Register(headersTotal); err != nil {
+		var already prometheus.AlreadyRegisteredError
+		if !errors.As(err, &already) {
+			return err
+		}
+	}
+	return nil
+}
+
+func count(r Result) { headersTotal.WithLabelValues(string(r)).Inc() }

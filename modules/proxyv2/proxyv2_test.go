@@ -1,0 +1,134 @@
+package proxyv2
+
+import (
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/rampart-edge/caddy-rampart/modules/proxyv2/wire"
+)
+
+func TestClientPoolsAreBoundedAndReaped(t *testing.T) {
+	base := &http.Transport{DialContext: (&net.Dialer{}).DialContext}
+	pools := newClientPools(base, 3, 50*time.Millisecond)
+	defer pools.close()
+	first := pools.get([]byte("header-0"))
+	for i := range 5 {
+		pools.get([]byte("header-" + string(rune('0'+i))))
+	}
+	if n := pools.len(); n != 3 {
+		t.Fatalf("%d pools, want the bound 3", n)
+	}
+	if again := pools.get([]byte("header-4")); again == first {
+		t.Errorf("distinct headers share a transport")
+	}
+	if pools.get([]byte("header-4")) != pools.get([]byte("header-4")) {
+		t.Errorf("the same header does not reuse its transport")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for pools.len() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d idle pools not reaped", pools.len())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestPlaceholderValues(t *testing.T) {
+	h := wire.Header{Version: 2, Command: wire.CommandProxy, Family: wire.FamilyUnix, SourceUnix: "/run/a.sock",
+		TLVs: []wire.TLV{{Type: wire.TLVAuthority, Value: []byte("x.test")}, {Type: 0xE9, Value: []byte{1, 2}}}}
+	cases := map[string]string{"version": "2", "command": "PROXY", "src": "/run/a.sock", "authority": "x.test",
+		"tlv.0xE9": "0x0102", "tlv.e9": "0x0102", "tlv.0x01": "", "ssl.cn": "", "gcp.psc_id": ""}
+	for name, want := range cases {
+		if got, ok := placeholderValue(&h, name); !ok || got != want {
+			t.Errorf("%s = %q, %v; want %q", name, got, ok, want)
+		}
+	}
+	for _, unknown := range []string{"nope", "ssl.nope", "tlv.0x100", "tlv.zz"} {
+		if _, ok := placeholderValue(&h, unknown); ok {
+			t.Errorf("%s is known", unknown)
+		}
+	}
+	if v, ok := placeholderValue(nil, "authority"); !ok || v != "" {
+		t.Errorf("no header: %q %v", v, ok)
+	}
+}
+
+func TestPolicyProvisionErrors(t *testing.T) {
+	cases := []struct {
+		p    Policy
+		want string
+	}{
+		{Policy{Trust: []string{"10.0.0.1/8"}}, "did you mean 10.0.0.0/8"},
+		{Policy{Trust: []string{"nope"}}, `trust "nope"`},
+		{Policy{Trust: []string{"10.0.0.0/8"}, Untrusted: "allow"}, `untrusted "allow"`},
+		{Policy{Trust: []string{"10.0.0.0/8"}, Versions: []int{3}}, "versions: 3"},
+		{Policy{Trust: []string{"10.0.0.0/8"}, MaxHeader: 50}, "max_header 50"},
+		{Policy{}, "every connection would be rejected"},
+	}
+	for _, c := range cases {
+		err := c.p.provision("proxy_v2")
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: error %v, want it to mention %q", c.p, err, c.want)
+		}
+	}
+	ok := Policy{Trust: []string{"10.0.0.0/8", "192.0.2.7"}}
+	if err := ok.provision("proxy_v2"); err != nil {
+		t.Fatal(err)
+	}
+	if !ok.trusts(&net.TCPAddr{IP: net.ParseIP("192.0.2.7")}) || ok.trusts(&net.TCPAddr{IP: net.ParseIP("192.0.2.8")}) ||
+		!ok.trusts(&net.TCPAddr{IP: net.ParseIP("::ffff:10.1.2.3")}) {
+		t.Error("trust ranges misapplied")
+	}
+}
+
+// FuzzPolicyCaddyfile feeds arbitrary option lines to the proxy_v2 block
+// parser: it must never panic, and what it accepts must provision or fail
+// with an error naming proxy_v2.
+func FuzzPolicyCaddyfile(f *testing.F) {
+	for _, s := range []string{"trust 10.0.0.0/8\nuntrusted plain", "versions v1 v2\ntimeout 5s", "require_crc\nmax_header 4096",
+		"trust private_ranges", "timeout -1s", "versions v3"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		d := caddyfile.NewTestDispenser("proxy_v2 {\n" + body + "\n}")
+		var p Policy
+		if err := p.unmarshalPolicyBlock(d); err != nil {
+			return
+		}
+		if err := p.provision("proxy_v2"); err != nil && !strings.Contains(err.Error(), "proxy_v2") {
+			t.Fatalf("provision error does not name the directive: %v", err)
+		}
+	})
+}
+
+func TestTransportCaddyfileKeepsHTTPOptions(t *testing.T) {
+	d := caddyfile.NewTestDispenser(`proxy_v2 {
+		tlv authority {host}
+		tlv 0xE5 {client_ip}
+		ssl
+		crc32c
+		max_pools 10
+		read_buffer 8KiB
+		dial_timeout 3s
+		keepalive 30s
+	}`)
+	var tr Transport
+	if err := tr.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	if len(tr.TLVs) != 2 || !tr.SSL || !tr.CRC32C || tr.MaxPools != 10 || tr.ReadBufferSize != 8192 ||
+		time.Duration(tr.DialTimeout) != 3*time.Second || tr.KeepAlive == nil {
+		t.Errorf("parsed %+v", tr)
+	}
+	for _, bad := range []string{"proxy_v2 {\n tlv crc32c x\n}", "proxy_v2 {\n tlv 0xZZ x\n}", "proxy_v2 {\n proxy_protocol v2\n}", "proxy_v2 {\n nonsense 1\n}"} {
+		var tr Transport
+		if err := tr.UnmarshalCaddyfile(caddyfile.NewTestDispenser(bad)); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
