@@ -41,7 +41,7 @@ func TestAdaptGolden(t *testing.T) {
 			if !found {
 				t.Fatalf("%s has no %q separator", file, strings.TrimSpace(goldenSeparator))
 			}
-			got := adaptIndented(t, caddyfileText)
+			got := adaptIndented(t, caddyfileText+"\n")
 			if os.Getenv("RAMPART_UPDATE_GOLDEN") == "1" {
 				out := caddyfileText + goldenSeparator + got + "\n"
 				if err := os.WriteFile(file, []byte(out), 0o644); err != nil {
@@ -92,7 +92,7 @@ func TestAdaptErrors(t *testing.T) {
 				t.Fatalf("%s has no separator", file)
 			}
 			adapter := caddyconfig.GetAdapter("caddyfile")
-			_, _, err = adapter.Adapt([]byte(caddyfileText), map[string]any{"filename": "Caddyfile"})
+			_, _, err = adapter.Adapt([]byte(caddyfileText+"\n"), map[string]any{"filename": "Caddyfile"})
 			if err == nil {
 				t.Fatalf("adapting succeeded; want an error containing %q", strings.TrimSpace(want))
 			}

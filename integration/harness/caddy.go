@@ -14,7 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile" // the Caddyfile adapter
-	_ "github.com/caddyserver/caddy/v2/modules/standard"           // what cmd/caddy has
+	_ "github.com/caddyserver/caddy/v2/modules/standard"          // what cmd/caddy has
 	_ "github.com/mholt/caddy-l4"
 
 	_ "github.com/rampart-edge/caddy-rampart" // every Rampart module
@@ -139,9 +139,12 @@ func (c *Caddy) prepare(config []byte) []byte {
 			logs = map[string]any{}
 			logging["logs"] = logs
 		}
-		if _, ok := logs["default"]; !ok {
-			logs["default"] = map[string]any{"writer": map[string]any{"output": "discard"}}
+		def, _ := logs["default"].(map[string]any)
+		if def == nil {
+			def = map[string]any{}
+			logs["default"] = def
 		}
+		def["writer"] = map[string]any{"output": "discard"}
 	}
 	out, err := json.Marshal(cfg)
 	if err != nil {

@@ -115,11 +115,11 @@ func headerCounts(t testing.TB, c *harness.Caddy) map[string]float64 {
 
 // pki is a throwaway CA with a server and a client certificate on disk.
 type pki struct {
-	dir                          string
-	caPEM                        []byte
-	pool                         *x509.CertPool
-	serverCert, clientCert       tls.Certificate
-	serverPEMFile, caFile        string
+	dir                    string
+	caPEM                  []byte
+	pool                   *x509.CertPool
+	serverCert, clientCert tls.Certificate
+	serverPEMFile, caFile  string
 }
 
 func newPKI(t testing.TB, serverName, clientCN string) *pki {
@@ -137,7 +137,7 @@ func newPKI(t testing.TB, serverName, clientCN string) *pki {
 		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn}, DNSNames: dns,
 			IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{usage}}
+			NotBefore:   time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{usage}}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 		if err != nil {
 			t.Fatal(err)

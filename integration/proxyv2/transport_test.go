@@ -12,7 +12,8 @@ import (
 // edgeCaddyfile is an edge on port that proxies to upstream with the
 // proxy_v2 transport configured by transport.
 func edgeCaddyfile(port int, upstream, transport string) string {
-	return fmt.Sprintf(`http://127.0.0.1:%d {
+	return fmt.Sprintf(`http://:%d {
+	bind 127.0.0.1
 	reverse_proxy %s {
 		transport proxy_v2 {
 			%s
@@ -80,7 +81,8 @@ func TestTransportIntoRampartListener(t *testing.T) {
 	edgePort := harness.FreePort(t)
 	logFile := t.TempDir() + "/access.log"
 	cfg := listenerCaddyfile(originPort, "trust 127.0.0.1/32\n\t\t\t\tuntrusted plain\n\t\t\t\trequire_crc", logFile) +
-		fmt.Sprintf(`http://127.0.0.1:%d {
+		fmt.Sprintf(`http://:%d {
+	bind 127.0.0.1
 	reverse_proxy 127.0.0.1:%d {
 		transport proxy_v2 {
 			tlv authority {host}
