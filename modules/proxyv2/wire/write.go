@@ -14,7 +14,8 @@ var ErrUnwritable = errors.New("cannot write PROXY header")
 
 // AppendV2 appends h as a v2 header to dst. The family comes from the
 // addresses: IPv4 when both are IPv4, IPv6 otherwise (an IPv4 address is
-// then written in its IPv4-mapped form), UNIX when the paths are set, UNSPEC
+// then written in its IPv4-mapped form, and IPv4-mapped addresses stay
+// IPv6), UNIX when the paths are set, UNSPEC
 // when there are none. CRC32C and NOOP TLVs in h.TLVs are skipped; with crc a
 // CRC32C TLV is appended last and filled in.
 func (h *Header) AppendV2(dst []byte, crc bool) ([]byte, error) {
@@ -24,7 +25,7 @@ func (h *Header) AppendV2(dst []byte, crc bool) ([]byte, error) {
 	dst = append(dst, 0x20|byte(h.Command&1), byte(family)<<4|byte(transport), 0, 0)
 	switch family {
 	case FamilyInet:
-		s, d := h.Source.Addr().Unmap().As4(), h.Destination.Addr().Unmap().As4()
+		s, d := h.Source.Addr().As4(), h.Destination.Addr().As4()
 		dst = append(dst, s[:]...)
 		dst = append(dst, d[:]...)
 		dst = binary.BigEndian.AppendUint16(dst, h.Source.Port())
@@ -80,7 +81,7 @@ func (h *Header) wireFamily() (Family, Transport) {
 	case h.SourceUnix != "" || h.DestinationUnix != "":
 		return FamilyUnix, transport
 	case h.Source.IsValid() && h.Destination.IsValid():
-		if h.Source.Addr().Unmap().Is4() && h.Destination.Addr().Unmap().Is4() {
+		if h.Source.Addr().Is4() && h.Destination.Addr().Is4() {
 			return FamilyInet, transport
 		}
 		return FamilyInet6, transport
@@ -106,7 +107,6 @@ func (h *Header) AppendV1(dst []byte) ([]byte, error) {
 	src, dstAddr := h.Source.Addr(), h.Destination.Addr()
 	if family == FamilyInet {
 		dst = append(dst, "PROXY TCP4 "...)
-		src, dstAddr = src.Unmap(), dstAddr.Unmap()
 	} else {
 		dst = append(dst, "PROXY TCP6 "...)
 		if src.Is4() {
