@@ -1,0 +1,379 @@
+package stick
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/rampart-edge/caddy-rampart/modules/stick/table"
+)
+
+func init() {
+	caddy.RegisterModule(adminAPI{})
+}
+
+// adminAPI serves /stick-tables/ under Caddy's admin endpoint:
+//
+//	GET    /stick-tables/                     the tables: type, size, used, expire, data types
+//	GET    /stick-tables/<name>?filter=&sort=&order=&limit=   entries as JSON
+//	DELETE /stick-tables/<name>[?filter=...]  delete the matching (or all) entries
+//	GET    /stick-tables/<name>/<key>         one entry
+//	DELETE /stick-tables/<name>/<key>         delete one entry
+//	PUT    /stick-tables/<name>/<key>         set values: {"gpc0": 1, "gpt0": 3, "ban": "10m"}
+//
+// Errors are 4xx JSON objects {"error": "..."} naming the problem.
+type adminAPI struct{}
+
+// CaddyModule returns the Caddy module information.
+func (adminAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "admin.api.stick_tables", New: func() caddy.Module { return new(adminAPI) }}
+}
+
+// Routes returns the /stick-tables/ route.
+func (a adminAPI) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{Pattern: "/stick-tables/", Handler: caddy.AdminHandlerFunc(a.serve)}}
+}
+
+func apiErr(status int, format string, args ...any) error {
+	return caddy.APIError{HTTPStatus: status, Err: fmt.Errorf(format, args...)}
+}
+
+// defaultLimit caps listings unless limit= says otherwise (0: no cap).
+const defaultLimit = 1000
+
+// TableInfo is one table in GET /stick-tables/.
+type TableInfo struct {
+	Name   string   `json:"name"`
+	Type   string   `json:"type"`
+	Size   int      `json:"size"`
+	Used   int      `json:"used"`
+	Expire string   `json:"expire"`
+	Data   []string `json:"data"`
+}
+
+// EntryJSON is one entry: its key, time left before expiry, holders (live
+// connections and requests) and every stored value (ban in milliseconds
+// left).
+type EntryJSON struct {
+	Key         string            `json:"key"`
+	ExpiresIn   string            `json:"expires_in"`
+	ExpiresInMs int64             `json:"expires_in_ms"`
+	Use         int               `json:"use"`
+	Values      map[string]uint64 `json:"values"`
+}
+
+func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
+	app := current.Load()
+	if app == nil {
+		return apiErr(http.StatusNotFound, "no stick tables are configured")
+	}
+	rest := strings.TrimPrefix(r.URL.Path, "/stick-tables/")
+	if rest == "" {
+		if r.Method != http.MethodGet {
+			return apiErr(http.StatusMethodNotAllowed, "method %s not allowed on /stick-tables/ (use GET)", r.Method)
+		}
+		return writeJSON(w, listTables(app))
+	}
+	name, keyText, hasKey := strings.Cut(rest, "/")
+	lt, ok := app.tables[name]
+	if !ok {
+		return apiErr(http.StatusNotFound, "no stick table named %q", name)
+	}
+	if !hasKey {
+		switch r.Method {
+		case http.MethodGet:
+			return listEntries(w, lt, r.URL.Query())
+		case http.MethodDelete:
+			return deleteEntries(w, lt, r.URL.Query())
+		}
+		return apiErr(http.StatusMethodNotAllowed, "method %s not allowed on a table (use GET or DELETE)", r.Method)
+	}
+	k, err := lt.schema.ParseKey(keyText)
+	if err != nil {
+		return apiErr(http.StatusBadRequest, "table %s: %v", name, err)
+	}
+	switch r.Method {
+	case http.MethodGet:
+		e, ok := lt.tbl.Snapshot(k)
+		if !ok {
+			return apiErr(http.StatusNotFound, "table %s has no entry %q", name, keyText)
+		}
+		return writeJSON(w, entryJSON(lt, e))
+	case http.MethodDelete:
+		if !lt.tbl.Delete(k) {
+			return apiErr(http.StatusNotFound, "table %s has no entry %q", name, keyText)
+		}
+		return writeJSON(w, map[string]int{"deleted": 1})
+	case http.MethodPut:
+		writes, err := parsePut(lt, r.Body)
+		if err != nil {
+			return err
+		}
+		if err := lt.tbl.Put(k, writes); err != nil {
+			return apiErr(http.StatusConflict, "table %s: %v", name, err)
+		}
+		e, _ := lt.tbl.Snapshot(k)
+		return writeJSON(w, entryJSON(lt, e))
+	}
+	return apiErr(http.StatusMethodNotAllowed, "method %s not allowed on an entry (use GET, PUT or DELETE)", r.Method)
+}
+
+func writeJSON(w http.ResponseWriter, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(v)
+}
+
+func listTables(app *App) []TableInfo {
+	out := make([]TableInfo, 0, len(app.tables))
+	for name, lt := range app.tables {
+		out = append(out, TableInfo{
+			Name: name, Type: lt.schema.Type.String(), Size: lt.tbl.Size(), Used: lt.tbl.Len(),
+			Expire: table.FormatDuration(lt.tbl.Expire()), Data: lt.schema.StoreSpecs(),
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func entryJSON(lt *liveTable, e table.Entry) EntryJSON {
+	cols := lt.schema.Columns()
+	v := make(map[string]uint64, len(cols))
+	for i, c := range cols {
+		v[c.Name] = e.Values[i]
+	}
+	return EntryJSON{
+		Key: lt.schema.FormatKey(e.Key), ExpiresIn: e.ExpiresIn.String(),
+		ExpiresInMs: e.ExpiresIn.Milliseconds(), Use: e.Holders, Values: v,
+	}
+}
+
+// filter is one `filter=<data><op><value>` (ops > >= < <= = != or the
+// words gt ge lt le eq ne separated by spaces) or `filter=banned`.
+type filter struct {
+	idx    int
+	op     func(a, b uint64) bool
+	value  uint64
+	banned bool
+}
+
+var symbolOps = []struct{ sym, word string }{{">=", "ge"}, {"<=", "le"}, {"!=", "ne"}, {"==", "eq"}, {">", "gt"}, {"<", "lt"}, {"=", "eq"}}
+
+func parseFilter(lt *liveTable, text string) (filter, error) {
+	cols := lt.schema.Columns()
+	if text == "banned" {
+		for i, c := range cols {
+			if c.Name == "ban" {
+				return filter{idx: i, banned: true}, nil
+			}
+		}
+		return filter{}, apiErr(http.StatusBadRequest, "filter %q: the table does not store ban", text)
+	}
+	var data, opWord, value string
+	if f := strings.Fields(text); len(f) == 3 {
+		data, opWord, value = f[0], f[1], f[2]
+	} else {
+		for _, so := range symbolOps {
+			if i := strings.Index(text, so.sym); i > 0 {
+				data, opWord, value = strings.TrimSpace(text[:i]), so.word, strings.TrimSpace(text[i+len(so.sym):])
+				break
+			}
+		}
+	}
+	if data == "" {
+		return filter{}, apiErr(http.StatusBadRequest, "filter %q: want <data><op><value>, e.g. http_req_rate>100, or banned", text)
+	}
+	op, ok := ops[opWord]
+	if !ok {
+		return filter{}, apiErr(http.StatusBadRequest, "filter %q: unknown comparison %q", text, opWord)
+	}
+	n, err := strconv.ParseUint(value, 10, 64)
+	if err != nil {
+		return filter{}, apiErr(http.StatusBadRequest, "filter %q: value %q is not a non-negative integer", text, value)
+	}
+	for i, c := range cols {
+		if c.Name == data {
+			return filter{idx: i, op: op, value: n}, nil
+		}
+	}
+	return filter{}, apiErr(http.StatusBadRequest, "filter %q: the table does not store %q", text, data)
+}
+
+func parseFilters(lt *liveTable, q url.Values) ([]filter, error) {
+	var fs []filter
+	for _, text := range q["filter"] {
+		f, err := parseFilter(lt, text)
+		if err != nil {
+			return nil, err
+		}
+		fs = append(fs, f)
+	}
+	return fs, nil
+}
+
+func (f filter) match(e table.Entry) bool {
+	if f.banned {
+		return e.Values[f.idx] > 0
+	}
+	return f.op(e.Values[f.idx], f.value)
+}
+
+func matchAll(fs []filter, e table.Entry) bool {
+	for _, f := range fs {
+		if !f.match(e) {
+			return false
+		}
+	}
+	return true
+}
+
+func listEntries(w http.ResponseWriter, lt *liveTable, q url.Values) error {
+	fs, err := parseFilters(lt, q)
+	if err != nil {
+		return err
+	}
+	limit := defaultLimit
+	if v := q.Get("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 0 {
+			return apiErr(http.StatusBadRequest, "limit %q is not a non-negative integer", v)
+		}
+	}
+	sortIdx := -1
+	if s := q.Get("sort"); s != "" && s != "key" {
+		for i, c := range lt.schema.Columns() {
+			if c.Name == s {
+				sortIdx = i
+			}
+		}
+		if sortIdx < 0 {
+			return apiErr(http.StatusBadRequest, "sort %q: the table does not store it (sort by key or a stored value)", s)
+		}
+	}
+	desc := sortIdx >= 0
+	switch o := q.Get("order"); o {
+	case "":
+	case "asc":
+		desc = false
+	case "desc":
+		desc = true
+	default:
+		return apiErr(http.StatusBadRequest, "order %q: want asc or desc", o)
+	}
+	for k := range q {
+		if k != "filter" && k != "limit" && k != "sort" && k != "order" {
+			return apiErr(http.StatusBadRequest, "unknown query parameter %q (use filter, sort, order, limit)", k)
+		}
+	}
+	var entries []table.Entry
+	lt.tbl.Range(func(e table.Entry) bool {
+		if matchAll(fs, e) {
+			entries = append(entries, e)
+		}
+		// Without sorting, stop as soon as the page is full.
+		return sortIdx >= 0 || q.Get("sort") == "key" || limit == 0 || len(entries) < limit
+	})
+	keys := make([]string, len(entries))
+	for i, e := range entries {
+		keys[i] = lt.schema.FormatKey(e.Key)
+	}
+	idx := make([]int, len(entries))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool {
+		ea, eb := entries[idx[a]], entries[idx[b]]
+		if sortIdx >= 0 && ea.Values[sortIdx] != eb.Values[sortIdx] {
+			if desc {
+				return ea.Values[sortIdx] > eb.Values[sortIdx]
+			}
+			return ea.Values[sortIdx] < eb.Values[sortIdx]
+		}
+		if desc && sortIdx < 0 {
+			return keys[idx[a]] > keys[idx[b]]
+		}
+		return keys[idx[a]] < keys[idx[b]]
+	})
+	if limit > 0 && len(idx) > limit {
+		idx = idx[:limit]
+	}
+	out := make([]EntryJSON, 0, len(idx))
+	for _, i := range idx {
+		out = append(out, entryJSON(lt, entries[i]))
+	}
+	return writeJSON(w, out)
+}
+
+func deleteEntries(w http.ResponseWriter, lt *liveTable, q url.Values) error {
+	for k := range q {
+		if k != "filter" {
+			return apiErr(http.StatusBadRequest, "unknown query parameter %q for DELETE (use filter)", k)
+		}
+	}
+	fs, err := parseFilters(lt, q)
+	if err != nil {
+		return err
+	}
+	var doomed []table.Key
+	lt.tbl.Range(func(e table.Entry) bool {
+		if matchAll(fs, e) {
+			doomed = append(doomed, e.Key)
+		}
+		return true
+	})
+	n := 0
+	for _, k := range doomed {
+		if lt.tbl.Delete(k) {
+			n++
+		}
+	}
+	return writeJSON(w, map[string]int{"deleted": n})
+}
+
+// parsePut reads {"<data>": <number>, "ban": "<duration>"|<ms>} into writes.
+func parsePut(lt *liveTable, body io.Reader) ([]table.Write, error) {
+	var raw map[string]json.RawMessage
+	dec := json.NewDecoder(io.LimitReader(body, 1<<20))
+	if err := dec.Decode(&raw); err != nil {
+		return nil, apiErr(http.StatusBadRequest, "body is not a JSON object of values: %v", err)
+	}
+	if len(raw) == 0 {
+		return nil, apiErr(http.StatusBadRequest, "body sets no value (e.g. {\"gpc0\": 1, \"ban\": \"10m\"})")
+	}
+	names := make([]string, 0, len(raw))
+	for n := range raw {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	writes := make([]table.Write, 0, len(raw))
+	for _, name := range names {
+		col, err := lt.schema.Column(name)
+		if err != nil {
+			return nil, apiErr(http.StatusBadRequest, "%v", err)
+		}
+		var v uint64
+		var s string
+		switch {
+		case json.Unmarshal(raw[name], &v) == nil:
+		case name == "ban" && json.Unmarshal(raw[name], &s) == nil:
+			d, err := table.ParseDuration(s)
+			if err != nil {
+				return nil, apiErr(http.StatusBadRequest, "ban %q: %v", s, err)
+			}
+			v = uint64(d / time.Millisecond)
+		default:
+			return nil, apiErr(http.StatusBadRequest, "%s: %s is not a non-negative integer%s", name, raw[name],
+				map[bool]string{true: " or a duration string such as \"10m\"", false: ""}[name == "ban"])
+		}
+		writes = append(writes, table.Write{Column: col, Value: v})
+	}
+	return writes, nil
+}
+
+var _ caddy.AdminRouter = adminAPI{}

@@ -1,0 +1,257 @@
+package stick
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/rampart-edge/caddy-rampart/modules/stick/table"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// App is the `stick_tables` app: the named stick tables that the track
+// handler, the stick matcher, the listener wrapper, the layer4 handler and
+// matcher, the stick lb policy and the admin API share. A table keeps its
+// entries across config reloads as long as its name and schema (key type,
+// key length, prefixes and stored data types with their periods) stay the
+// same; size and expire may change in place.
+type App struct {
+	// Tables by name.
+	Tables map[string]*TableConfig `json:"tables,omitempty"`
+
+	tables map[string]*liveTable
+	keys   []string
+	logger *zap.Logger
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+// TableConfig is one table.
+type TableConfig struct {
+	// Key type: ip (IPv4 and IPv6), ipv6, integer, string or binary.
+	Type string `json:"type"`
+	// Length of string and binary keys in bytes (default 32); longer keys
+	// are truncated, shorter binary keys zero-padded.
+	Len int `json:"len,omitempty"`
+	// Maximum number of entries. When the table is full, the least recently
+	// used entry that no live connection or request holds is evicted.
+	Size int `json:"size"`
+	// Entries expire after this long without use (0: never; they are then
+	// only evicted).
+	Expire caddy.Duration `json:"expire,omitempty"`
+	// Stored data types, as HAProxy's store keywords: conn_cnt conn_cur
+	// conn_rate(<period>) req_cur http_req_cnt http_req_rate(<period>)
+	// http_err_cnt http_err_rate(<period>) http_fail_cnt
+	// http_fail_rate(<period>) bytes_in_cnt bytes_in_rate(<period>)
+	// bytes_out_cnt bytes_out_rate(<period>) gpc(<n>) gpc_rate(<n>,<period>)
+	// gpt(<n>) server_id ban, and the legacy gpc0 gpc1 gpt0
+	// gpc0_rate(<period>) gpc1_rate(<period>).
+	Store []string `json:"store,omitempty"`
+	// Group IPv4 keys by this prefix length (1..32; 0 or 32: per address).
+	IPv4Prefix int `json:"ipv4_prefix,omitempty"`
+	// Group IPv6 keys by this prefix length (1..128; 0 or 128: per address).
+	IPv6Prefix int `json:"ipv6_prefix,omitempty"`
+}
+
+// Schema builds and checks the table's schema; errors name the table.
+func (tc *TableConfig) Schema(name string) (*table.Schema, error) {
+	kt, err := table.ParseKeyType(tc.Type)
+	if err != nil {
+		return nil, fmt.Errorf("stick table %s: %v", name, err)
+	}
+	s := &table.Schema{Type: kt, KeyLen: tc.Len, IPv4Prefix: tc.IPv4Prefix, IPv6Prefix: tc.IPv6Prefix}
+	if tc.Len != 0 && kt != table.KeyString && kt != table.KeyBinary {
+		return nil, fmt.Errorf("stick table %s: len applies to string and binary keys, not %s", name, kt)
+	}
+	for _, spec := range tc.Store {
+		if s.Fields, err = table.ParseStore(s.Fields, spec); err != nil {
+			return nil, fmt.Errorf("stick table %s: %v", name, err)
+		}
+	}
+	if err := s.Init(); err != nil {
+		return nil, fmt.Errorf("stick table %s: %v", name, err)
+	}
+	return s, nil
+}
+
+// liveTable is a table in the usage pool, shared by every config that uses
+// the same name and schema.
+type liveTable struct {
+	name   string
+	tbl    *table.Table
+	schema *table.Schema
+}
+
+// Destruct implements caddy.Destructor: the last config using the table is
+// gone.
+func (*liveTable) Destruct() error { return nil }
+
+// tablePool holds the tables across reloads, keyed by name and schema.
+var tablePool = caddy.NewUsagePool()
+
+// lastSchema remembers the schema each table name had in the latest
+// config, to tell a schema change (fresh table, one log line) from a new
+// table.
+var (
+	lastSchemaMu sync.Mutex
+	lastSchema   = map[string]string{}
+)
+
+// current is the app of the running config, for the admin API and metrics.
+var current atomic.Pointer[App]
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "stick_tables",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision creates the tables or takes them over from the previous config.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	a.tables = make(map[string]*liveTable, len(a.Tables))
+	registerMetrics(ctx)
+	names := make([]string, 0, len(a.Tables))
+	for name := range a.Tables {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		tc := a.Tables[name]
+		if tc == nil {
+			return fmt.Errorf("stick table %s: empty definition", name)
+		}
+		if name == "" {
+			return fmt.Errorf("stick table with an empty name")
+		}
+		schema, err := tc.Schema(name)
+		if err != nil {
+			return err
+		}
+		if tc.Size < 1 {
+			return fmt.Errorf("stick table %s: size %d must be at least 1", name, tc.Size)
+		}
+		if tc.Expire < 0 {
+			return fmt.Errorf("stick table %s: expire %s must not be negative", name, time.Duration(tc.Expire))
+		}
+		poolKey := name + "\x00" + schema.String()
+		val, loaded, err := tablePool.LoadOrNew(poolKey, func() (caddy.Destructor, error) {
+			t, err := table.New(schema, table.Options{Size: tc.Size, Expire: time.Duration(tc.Expire)})
+			if err != nil {
+				return nil, fmt.Errorf("stick table %s: %v", name, err)
+			}
+			return &liveTable{name: name, tbl: t, schema: schema}, nil
+		})
+		if err != nil {
+			return err
+		}
+		a.keys = append(a.keys, poolKey)
+		lt := val.(*liveTable)
+		if loaded {
+			lt.tbl.SetExpire(time.Duration(tc.Expire))
+			if lt.tbl.Size() != tc.Size {
+				lt.tbl.Resize(tc.Size)
+			}
+		}
+		lastSchemaMu.Lock()
+		if prev, ok := lastSchema[name]; ok && prev != schema.String() {
+			a.logger.Warn("stick table schema changed: starting a fresh table, previous entries are dropped",
+				zap.String("table", name), zap.String("previous", prev), zap.String("new", schema.String()))
+		}
+		lastSchema[name] = schema.String()
+		lastSchemaMu.Unlock()
+		a.tables[name] = lt
+	}
+	return nil
+}
+
+// Start makes the app the current one and starts the expiry sweeper.
+func (a *App) Start() error {
+	current.Store(a)
+	a.stop, a.done = make(chan struct{}), make(chan struct{})
+	go a.sweep()
+	return nil
+}
+
+// sweep removes expired entries once a second, so that memory follows the
+// live entries even when nobody looks them up again.
+func (a *App) sweep() {
+	defer close(a.done)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-a.stop:
+			return
+		case <-tick.C:
+			for _, lt := range a.tables {
+				lt.tbl.Sweep()
+			}
+		}
+	}
+}
+
+// Stop stops the sweeper.
+func (a *App) Stop() error {
+	if a.stop != nil {
+		close(a.stop)
+		<-a.done
+		a.stop = nil
+	}
+	current.CompareAndSwap(a, nil)
+	return nil
+}
+
+// Cleanup releases the app's hold on its tables; a table whose name or
+// schema is gone from the new config is dropped.
+func (a *App) Cleanup() error {
+	for _, k := range a.keys {
+		_, _ = tablePool.Delete(k)
+	}
+	return nil
+}
+
+// Table returns the named table.
+func (a *App) Table(name string) (*table.Table, error) {
+	lt, ok := a.tables[name]
+	if !ok {
+		known := make([]string, 0, len(a.tables))
+		for n := range a.tables {
+			known = append(known, n)
+		}
+		sort.Strings(known)
+		if len(known) == 0 {
+			return nil, fmt.Errorf("no stick table named %q: no stick_table is defined", name)
+		}
+		return nil, fmt.Errorf("no stick table named %q (defined: %v)", name, known)
+	}
+	return lt.tbl, nil
+}
+
+// lookupTable finds a table of the current config's stick_tables app.
+func lookupTable(ctx caddy.Context, name string) (*table.Table, error) {
+	if name == "" {
+		return nil, fmt.Errorf("missing stick table name")
+	}
+	appIface, err := ctx.App("stick_tables")
+	if err != nil {
+		return nil, fmt.Errorf("loading the stick_tables app: %v", err)
+	}
+	return appIface.(*App).Table(name)
+}
+
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+)
