@@ -1,0 +1,66 @@
+# Shared helpers for the wrk benchmarks: source it from a bench script.
+# Everything listens on 127.0.0.1 and is stopped on exit.
+set -euo pipefail
+
+BENCH_DIR=$(mktemp -d)
+BENCH_PIDS=()
+cleanup() {
+	for pid in "${BENCH_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$BENCH_DIR"
+}
+trap cleanup EXIT
+
+# need BINARY PACKAGE: fail with the package to install when BINARY is missing.
+need() {
+	command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || { echo "missing $1: apt-get install $2" >&2; exit 2; }
+}
+
+# build_caddy: builds cmd/caddy (Caddy, the standard modules, caddy-l4 and
+# Rampart) once into $CADDY.
+build_caddy() {
+	CADDY=${CADDY:-/tmp/rampart-caddy}
+	(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && go build -o "$CADDY" ./cmd/caddy)
+}
+
+# run_caddy NAME CADDYFILE: starts Caddy with that config in the background.
+run_caddy() {
+	local file="$BENCH_DIR/$1.Caddyfile"
+	printf '%s\n' "$2" >"$file"
+	"$CADDY" run --config "$file" >"$BENCH_DIR/$1.log" 2>&1 &
+	BENCH_PIDS+=($!)
+}
+
+# wait_port PORT: waits until 127.0.0.1:PORT accepts connections.
+wait_port() {
+	for _ in $(seq 1 100); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+		sleep 0.1
+	done
+	echo "nothing listens on 127.0.0.1:$1" >&2
+	exit 1
+}
+
+# rps URL [wrk args...]: requests per second of one wrk run.
+rps() {
+	local url=$1
+	shift
+	wrk "$@" "$url" | awk '/Requests\/sec/ {print $2}'
+}
+
+# ab_ratio ROUNDS URL_A URL_B [wrk args...]: alternates wrk runs on A and B
+# and prints each pair and the ratio of the sums (B/A).
+ab_ratio() {
+	local rounds=$1 a=$2 b=$3
+	shift 3
+	local sum_a=0 sum_b=0
+	for i in $(seq 1 "$rounds"); do
+		local ra rb
+		ra=$(rps "$a" "$@")
+		rb=$(rps "$b" "$@")
+		echo "  round $i: A $ra req/s, B $rb req/s"
+		sum_a=$(echo "$sum_a + $ra" | bc -l)
+		sum_b=$(echo "$sum_b + $rb" | bc -l)
+	done
+	echo "  ratio B/A = $(echo "scale=4; $sum_b / $sum_a" | bc -l)"
+}
