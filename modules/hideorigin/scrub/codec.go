@@ -83,6 +83,7 @@ type BodyRewriter struct {
 	enc    io.WriteCloser // nil for identity
 	pw     *io.PipeWriter // nil for identity
 	done   chan error
+	ended  bool
 }
 
 // NewBodyRewriter returns a rewriter for a body with the given
@@ -177,6 +178,10 @@ func (br *BodyRewriter) Flush() error {
 
 // Close finishes the body: the rest is rewritten, compressed and written.
 func (br *BodyRewriter) Close() error {
+	if br.ended {
+		return nil
+	}
+	br.ended = true
 	if br.pw == nil {
 		return br.stream.Close()
 	}
@@ -186,6 +191,10 @@ func (br *BodyRewriter) Close() error {
 
 // Abort stops a compressed rewrite early (the client went away).
 func (br *BodyRewriter) Abort(err error) {
+	if br.ended {
+		return
+	}
+	br.ended = true
 	if br.pw != nil {
 		br.pw.CloseWithError(err)
 		<-br.done

@@ -187,3 +187,34 @@ func (m *Matcher) ScrubAltSvc(v string) (string, int) {
 	}
 	return strings.TrimSpace(strings.Join(kept, ",")), n
 }
+
+// ClientForwardingHeaders are request headers in which a client can claim
+// addresses for itself or earlier hops. The edge removes them from requests
+// that do not come from a trusted proxy, so the origin only ever sees the
+// chain the edge builds.
+var ClientForwardingHeaders = []string{
+	"X-Forwarded-For",
+	"X-Forwarded-Host",
+	"X-Forwarded-Proto",
+	"X-Forwarded-Port",
+	"X-Forwarded-Server",
+	"X-Original-Forwarded-For",
+	"Forwarded",
+	"X-Real-Ip",
+	"X-Client-Ip",
+	"X-Cluster-Client-Ip",
+	"Client-Ip",
+	"True-Client-Ip",
+	"Cf-Connecting-Ip",
+	"Fastly-Client-Ip",
+}
+
+// DefaultBodyTypes are the media types whose bodies are rewritten by default.
+var DefaultBodyTypes = []string{
+	"text/html",
+	"text/css",
+	"application/javascript",
+	"application/json",
+	"text/plain",
+	"application/xml",
+}

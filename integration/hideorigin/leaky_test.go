@@ -1,0 +1,173 @@
+// Package hideorigin_test runs hide_origin, origin_lock and origin-audit end
+// to end: a deliberately leaky origin behind an in-process Caddy edge.
+package hideorigin_test
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+)
+
+// leakyOrigin is an application that leaks its identity in every way the
+// issue lists. base is the address it believes it lives at
+// (http://127.0.0.1:port of the origin's own Caddy); it also names
+// origin.internal and [fd00::10]:8443.
+type leakyOrigin struct {
+	addr string
+	base string
+	// lastXFF is the X-Forwarded-For the application saw last.
+	lastXFF chan string
+}
+
+func startLeakyOrigin(t *testing.T, base string) *leakyOrigin {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &leakyOrigin{addr: ln.Addr().String(), base: base, lastXFF: make(chan string, 64)}
+	srv := &http.Server{Handler: o.mux(), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return o
+}
+
+func (o *leakyOrigin) html() string {
+	return `<!doctype html><html><head><link rel="stylesheet" href="` + o.base + `/style.css">
+<script src="//origin.internal/app.js"></script></head><body>
+<a href="` + o.base + `/">home</a> served by origin.internal
+<script>var ws = new WebSocket("ws://[fd00::10]:8443/socket");</script>
+</body></html>
+`
+}
+
+func (o *leakyOrigin) mux() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case o.lastXFF <- r.Header.Get("X-Forwarded-For"):
+		default:
+		}
+		if r.URL.Path != "/" {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprintf(w, "404 page not found on origin.internal (%s)\n", o.base)
+			return
+		}
+		h := w.Header()
+		h.Set("Server", "Apache/2.4.41 (Ubuntu)")
+		h.Set("X-Powered-By", "PHP/7.4.3")
+		h.Set("X-Backend-Server", strings.TrimPrefix(o.base, "http://"))
+		h.Set("Content-Location", o.base+"/index.html")
+		h.Set("Refresh", "300; url="+o.base+"/")
+		h.Set("Link", "<"+o.base+"/style.css>; rel=preload; as=style")
+		h.Add("Set-Cookie", "sid=42; Domain=origin.internal; Path=/; HttpOnly")
+		h.Set("Access-Control-Allow-Origin", "http://origin.internal:8080")
+		h.Set("Content-Security-Policy", "default-src 'self' "+o.base+" ws://origin.internal")
+		h.Set("Alt-Svc", `h3="origin.internal:443"; ma=86400`)
+		h.Set("X-Upstream-Url", "http://[fd00::10]:8443/x")
+		h.Set("Content-Type", "text/html; charset=utf-8")
+		body := o.html()
+		h.Set("Content-Length", fmt.Sprint(len(body)))
+		w.Write([]byte(body))
+	})
+	mux.HandleFunc("/login", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, o.base+"/login/form", http.StatusFound)
+	})
+	mux.HandleFunc("/gz", func(w http.ResponseWriter, r *http.Request) {
+		// gzip whatever the client accepts, as careless origins do
+		w.Header().Set("Content-Type", "text/html")
+		w.Header().Set("Content-Encoding", "gzip")
+		zw := gzip.NewWriter(w)
+		zw.Write([]byte(o.html()))
+		zw.Close()
+	})
+	mux.HandleFunc("/zst", func(w http.ResponseWriter, r *http.Request) {
+		var b bytes.Buffer
+		zw, _ := zstd.NewWriter(&b)
+		zw.Write([]byte(`{"socket":"wss://origin.internal/socket","api":"` + o.base + `/api"}`))
+		zw.Close()
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Encoding", "zstd")
+		w.Header().Set("Content-Length", fmt.Sprint(b.Len()))
+		w.Write(b.Bytes())
+	})
+	mux.HandleFunc("/chunked", func(w http.ResponseWriter, r *http.Request) {
+		// no Content-Length: chunked; the origin URL is split across two
+		// chunks sent 50 ms apart
+		w.Header().Set("Content-Type", "text/html")
+		half := len(o.base) / 2
+		fmt.Fprintf(w, "<p>part one</p><a href=\"%s", o.base[:half])
+		w.(http.Flusher).Flush()
+		time.Sleep(50 * time.Millisecond)
+		fmt.Fprintf(w, "%s/next\">next</a>\n", o.base[half:])
+	})
+	mux.HandleFunc("/api/data", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"self":"%s/api/data","events":"wss://origin.internal/socket"}`, o.base)
+	})
+	mux.HandleFunc("/error", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(http.StatusInternalServerError)
+		fmt.Fprintf(w, "panic: database unreachable\n\ngoroutine 1 [running]:\nmain.handler()\n\t/srv/app/main.go:42 +0x1d\nlistening on %s\n", o.base)
+	})
+	mux.HandleFunc("/doc.txt", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		http.ServeContent(w, r, "doc.txt", time.Unix(1_700_000_000, 0), strings.NewReader(strings.Repeat("see "+o.base+"/doc ", 50)))
+	})
+	mux.HandleFunc("/br", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		w.Header().Set("Content-Encoding", "br")
+		w.Write([]byte{0x1b, 0x2a, 0x00, 0xf8, 0x8d, 0x94, 0x6e, 0xde}) // not decodable by the edge
+	})
+	mux.HandleFunc("/echo-xff", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		fmt.Fprintf(w, "xff=%s sig=%s", r.Header.Get("X-Forwarded-For"), r.Header.Get("Rampart-Edge-Signature"))
+	})
+	return mux
+}
+
+// writeCert writes a self-signed certificate for names and returns the
+// certificate and key file paths.
+func writeCert(t *testing.T, names ...string) (string, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: names[0]},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		DNSNames:     names,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, _ := x509.MarshalECPrivateKey(key)
+	dir := t.TempDir()
+	cf, kf := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(cf, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(kf, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), 0o600)
+	return cf, kf
+}

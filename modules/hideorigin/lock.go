@@ -1,0 +1,248 @@
+package hideorigin
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/rampart-edge/caddy-rampart/modules/hideorigin/scrub"
+)
+
+// OriginLock is the origin-side handler: it lets a request through only with
+// a valid, fresh and not replayed signature from an edge's hide_origin
+// (`sign`), optionally only from allowed source addresses, and hands on the
+// client IP the edge signed.
+//
+// After a successful check, {client_ip}, the client_ip matcher and access
+// logs see the signed client IP, X-Forwarded-For is set to it (so a
+// reverse_proxy behind the lock passes "client, edge"), the signature header
+// is removed, and {http.origin_lock.client_ip} and {http.origin_lock.key_id}
+// are set.
+type OriginLock struct {
+	// Keys are the accepted signing keys: the current one and any previous
+	// ones during a rotation (each edge's key is recognised by its key id).
+	// Global placeholders such as {env.RAMPART_EDGE_KEY} are replaced at
+	// load time.
+	Keys []string `json:"keys,omitempty"`
+
+	// MaxSkew is how far a signature's timestamp may be from this server's
+	// clock. Default 30s.
+	MaxSkew caddy.Duration `json:"max_skew,omitempty"`
+
+	// Allow lists the CIDRs (or single addresses) the edges connect from.
+	// When set, a connection from anywhere else is refused even with a valid
+	// signature.
+	Allow []string `json:"allow,omitempty"`
+
+	// Deny is what a refused request gets: "403" (default) or "close" (the
+	// connection is closed, or the HTTP/2 stream reset, without a response).
+	Deny string `json:"deny,omitempty"`
+
+	// ReplayCache bounds how many nonces each of the replay cache's two
+	// generations holds (default 262144; about 50 bytes each). When it is
+	// full, new requests are refused rather than fresh nonces forgotten.
+	ReplayCache int `json:"replay_cache,omitempty"`
+
+	verifier *scrub.Verifier
+	allow    []netip.Prefix
+	close    bool
+	poolKey  string
+	logger   *zap.Logger
+}
+
+// defaultReplayCache is the default per-generation capacity.
+const defaultReplayCache = 1 << 18
+
+// replayPool keeps replay caches across config reloads, so a reload does not
+// reopen a replay window.
+var replayPool = caddy.NewUsagePool()
+
+type replayHolder struct{ *scrub.ReplayCache }
+
+func (replayHolder) Destruct() error { return nil }
+
+// CaddyModule returns the Caddy module information.
+func (OriginLock) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.origin_lock",
+		New: func() caddy.Module { return new(OriginLock) },
+	}
+}
+
+// Provision parses keys and CIDRs and gets the replay cache.
+func (l *OriginLock) Provision(ctx caddy.Context) error {
+	l.logger = ctx.Logger()
+	registerMetrics(ctx)
+	if len(l.Keys) == 0 {
+		return errors.New("origin_lock: at least one key is required")
+	}
+	repl := caddy.NewReplacer()
+	var keys []scrub.Key
+	var ids []string
+	for _, raw := range l.Keys {
+		secret := repl.ReplaceKnown(raw, "")
+		if secret == "" || strings.Contains(secret, "{") {
+			return fmt.Errorf("origin_lock: key %s is empty or has an unknown placeholder", redact(raw))
+		}
+		k, err := scrub.NewKey(secret)
+		if err != nil {
+			return fmt.Errorf("origin_lock: key %s: %v", redact(raw), err)
+		}
+		keys = append(keys, k)
+		ids = append(ids, k.ID)
+	}
+	skew := time.Duration(l.MaxSkew)
+	if skew == 0 {
+		skew = 30 * time.Second
+	}
+	if skew < 0 {
+		return fmt.Errorf("origin_lock: max_skew %s is negative", skew)
+	}
+	capacity := l.ReplayCache
+	if capacity == 0 {
+		capacity = defaultReplayCache
+	}
+	if capacity < 0 {
+		return fmt.Errorf("origin_lock: replay_cache %d is negative", capacity)
+	}
+	for _, a := range l.Allow {
+		p, err := parsePrefix(a)
+		if err != nil {
+			return fmt.Errorf("origin_lock: allow %q: %v", a, err)
+		}
+		l.allow = append(l.allow, p)
+	}
+	switch l.Deny {
+	case "", "403":
+	case "close":
+		l.close = true
+	default:
+		return fmt.Errorf("origin_lock: deny %q is not 403 or close", l.Deny)
+	}
+	sort.Strings(ids)
+	l.poolKey = fmt.Sprintf("origin_lock/%s/%s/%d", strings.Join(ids, ","), skew, capacity)
+	val, _, err := replayPool.LoadOrNew(l.poolKey, func() (caddy.Destructor, error) {
+		return replayHolder{scrub.NewReplayCache(2*skew, capacity)}, nil
+	})
+	if err != nil {
+		return err
+	}
+	v, err := scrub.NewVerifier(keys, skew, val.(replayHolder).ReplayCache)
+	if err != nil {
+		return fmt.Errorf("origin_lock: %v", err)
+	}
+	l.verifier = v
+	return nil
+}
+
+// Cleanup releases the replay cache.
+func (l *OriginLock) Cleanup() error {
+	if l.poolKey != "" {
+		_, _ = replayPool.Delete(l.poolKey)
+	}
+	return nil
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	ip, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(ip, ip.BitLen()), nil
+}
+
+// lockResult maps a verification error to the metric's result label.
+func lockResult(err error) string {
+	for _, c := range []struct {
+		err   error
+		label string
+	}{
+		{scrub.ErrMissing, "missing"}, {scrub.ErrMalformed, "malformed"}, {scrub.ErrUnknownKey, "unknown_key"},
+		{scrub.ErrBadSignature, "bad_signature"}, {scrub.ErrStale, "stale"}, {scrub.ErrReplay, "replay"},
+		{scrub.ErrCacheFull, "cache_full"},
+	} {
+		if errors.Is(err, c.err) {
+			return c.label
+		}
+	}
+	return "malformed"
+}
+
+// ServeHTTP checks the signature.
+func (l *OriginLock) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	peer := peerIP(r)
+	if len(l.allow) > 0 && !l.allowed(peer) {
+		return l.deny(w, r, "not_allowed", fmt.Errorf("source %s is not in allow", peer))
+	}
+	sig, err := l.verifier.Verify(r.Header.Get(scrub.SignatureHeader), r.Method, r.Host, r.RequestURI)
+	if err != nil {
+		return l.deny(w, r, lockResult(err), err)
+	}
+	metricLock.WithLabelValues("ok").Inc()
+	delete(r.Header, scrub.SignatureHeader)
+	ip := sig.ClientIP.String()
+	caddyhttp.SetVar(r.Context(), caddyhttp.ClientIPVarKey, ip)
+	caddyhttp.SetVar(r.Context(), caddyhttp.TrustedProxyVarKey, true)
+	r.Header["X-Forwarded-For"] = []string{ip}
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	repl.Set("http.origin_lock.client_ip", ip)
+	repl.Set("http.origin_lock.key_id", sig.KeyID)
+	return next.ServeHTTP(w, r)
+}
+
+func (l *OriginLock) allowed(ip netip.Addr) bool {
+	for _, p := range l.allow {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func peerIP(r *http.Request) netip.Addr {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	ip, _ := netip.ParseAddr(host)
+	return ip.WithZone("").Unmap()
+}
+
+// deny refuses one request; it never affects other requests or the
+// listener.
+func (l *OriginLock) deny(w http.ResponseWriter, r *http.Request, result string, err error) error {
+	metricLock.WithLabelValues(result).Inc()
+	l.logger.Info("origin_lock refused a request",
+		zap.String("remote_addr", r.RemoteAddr), zap.String("method", r.Method),
+		zap.String("host", r.Host), zap.String("result", result), zap.Error(err))
+	if l.close {
+		// net/http closes the connection (or resets the HTTP/2 stream)
+		// without writing a response
+		panic(http.ErrAbortHandler)
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusForbidden)
+	_, _ = w.Write([]byte("403 Forbidden\n"))
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*OriginLock)(nil)
+	_ caddy.CleanerUpper          = (*OriginLock)(nil)
+	_ caddyhttp.MiddlewareHandler = (*OriginLock)(nil)
+)

@@ -1,0 +1,40 @@
+package hideorigin
+
+import (
+	"errors"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Package-level collectors, registered into each config's registry. Labels
+// take a fixed set of values.
+var (
+	metricRewrites = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "rampart", Subsystem: "hide_origin", Name: "rewrites_total",
+		Help: "Origin identities rewritten or identifying headers removed, by place (header, body).",
+	}, []string{"place"})
+	metricActions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "rampart", Subsystem: "hide_origin", Name: "actions_total",
+		Help: "Responses hide_origin changed wholesale, by action (generic_error, undecodable, range_refetch).",
+	}, []string{"action"})
+	metricLock = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "rampart", Subsystem: "origin_lock", Name: "requests_total",
+		Help: "Requests checked by origin_lock, by result (ok, missing, malformed, unknown_key, bad_signature, stale, replay, cache_full, not_allowed).",
+	}, []string{"result"})
+)
+
+func registerMetrics(ctx caddy.Context) {
+	reg := ctx.GetMetricsRegistry()
+	if reg == nil {
+		return
+	}
+	for _, c := range []prometheus.Collector{metricRewrites, metricActions, metricLock} {
+		if err := reg.Register(c); err != nil {
+			var already prometheus.AlreadyRegisteredError
+			if !errors.As(err, &already) {
+				caddy.Log().Named("hide_origin").Warn("registering metrics: " + err.Error())
+			}
+		}
+	}
+}
