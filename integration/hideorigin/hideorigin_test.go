@@ -298,6 +298,13 @@ func TestHiddenBehaviour(t *testing.T) {
 	if resp.StatusCode != 200 || body != "xff=127.0.0.1, 127.0.0.1 sig=" {
 		t.Errorf("through the edge: %d %q", resp.StatusCode, body)
 	}
+	// the upstream of a sibling reverse_proxy that never answered is hidden
+	// too: found at provision time in the route's JSON
+	other := fmt.Sprintf("127.0.0.2:%d", harness.FreePort(t))
+	s.caddy.LoadCaddyfile(fmt.Sprintf("{\n\tauto_https disable_redirects\n}\n%s {\n\t%s\n\thide_origin\n\thandle /other/* {\n\t\treverse_proxy %s\n\t}\n\treverse_proxy %s\n}\n", s.edge, s.tls, other, s.app.addr))
+	if _, body := get(t, s.edge+"/mention?addr="+other, nil); body != `<a href="`+s.edge+`/">the other backend</a>` {
+		t.Errorf("sibling upstream not hidden: %q", body)
+	}
 	// Caddy's own error (no upstream answers) is the generic page too
 	s.caddy.LoadCaddyfile(fmt.Sprintf("{\n\tauto_https disable_redirects\n}\n%s {\n\t%s\n\thide_origin\n\treverse_proxy 127.0.0.1:%d\n}\n", s.edge, s.tls, harness.FreePort(t)))
 	resp, body = get(t, s.edge+"/", nil)

@@ -136,6 +136,10 @@ func (o *leakyOrigin) mux() http.Handler {
 		w.Header().Set("Content-Encoding", "br")
 		w.Write([]byte{0x1b, 0x2a, 0x00, 0xf8, 0x8d, 0x94, 0x6e, 0xde}) // not decodable by the edge
 	})
+	mux.HandleFunc("/mention", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		fmt.Fprintf(w, `<a href="http://%s/">the other backend</a>`, r.URL.Query().Get("addr"))
+	})
 	mux.HandleFunc("/echo-xff", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		fmt.Fprintf(w, "xff=%s sig=%s", r.Header.Get("X-Forwarded-For"), r.Header.Get("Rampart-Edge-Signature"))

@@ -79,11 +79,11 @@ type HideOrigin struct {
 
 	ids       *identities
 	strip     scrub.StripSet
-	bodyTypes  []string
-	generic    bool
-	key        *scrub.Key
-	public     *scrub.Public // set when Public has no placeholders
-	logger     *zap.Logger
+	bodyTypes []string
+	generic   bool
+	key       *scrub.Key
+	public    *scrub.Public // set when Public has no placeholders
+	logger    *zap.Logger
 }
 
 // identities is the current identity set: the configured and sibling ones

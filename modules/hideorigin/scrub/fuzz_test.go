@@ -24,7 +24,10 @@ func FuzzParseIdentity(f *testing.F) {
 		}
 		m := NewMatcherFromIdentities([]Identity{id})
 		p := NewPublic("https", "example.com", "")
-		if out, n := m.ReplaceString("x "+id.String()+" y", &p); n == 0 || strings.Contains(out, id.String()) {
+		if id.Host == "example.com" {
+			return
+		}
+		if out, n := m.ReplaceString("x "+id.String()+" y", &p); n == 0 || len(m.FindAll([]byte(out))) > 0 {
 			t.Fatalf("identity %q not replaced in its own spelling: %q", id, out)
 		}
 	})
