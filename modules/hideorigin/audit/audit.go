@@ -37,10 +37,10 @@ type Config struct {
 	// Site is the public URL, e.g. https://example.com.
 	Site string
 	// Origins are origin addresses (host:port, IP, URL); they are searched
-	// for and probed directly.
+	// for and probed directly (without a port: 80 and 443).
 	Origins []string
-	// OriginHosts are origin host names that are searched for (and probed
-	// on ports 80 and 443 if they resolve).
+	// OriginHosts are further identities (host names, addresses) that are
+	// searched for but not probed.
 	OriginHosts []string
 	// Paths are requested in addition to DefaultPaths (or instead, with
 	// OnlyPaths).
@@ -378,7 +378,7 @@ func (a *auditor) probeTargets() []string {
 			out = append(out, hp)
 		}
 	}
-	for _, s := range append(append([]string(nil), a.cfg.Origins...), a.cfg.OriginHosts...) {
+	for _, s := range a.cfg.Origins {
 		id, err := scrub.ParseIdentity(s)
 		if err != nil {
 			continue
@@ -475,11 +475,32 @@ func shortErr(err error) string {
 	return s
 }
 
-// WriteText prints a report for people.
+// WriteText prints a report for people: each distinct leak once, with the
+// number of requests that showed it.
 func (r *Report) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "origin-audit of %s: %d requests\n", r.Site, r.Requests)
+	type group struct {
+		f     Finding
+		count int
+	}
+	var order []string
+	groups := map[string]*group{}
 	for _, f := range r.Findings {
-		fmt.Fprintf(w, "LEAK  %-18s %-28s %s\n      %s\n", f.Place, f.Name, f.URL, f.Excerpt)
+		key := f.Place + "\x00" + f.Name + "\x00" + f.Excerpt
+		if g, ok := groups[key]; ok {
+			g.count++
+			continue
+		}
+		groups[key] = &group{f: f, count: 1}
+		order = append(order, key)
+	}
+	for _, key := range order {
+		g := groups[key]
+		where := g.f.URL
+		if g.count > 1 {
+			where = fmt.Sprintf("%s (and %d more)", where, g.count-1)
+		}
+		fmt.Fprintf(w, "LEAK  %-18s %-28s %s\n      %s\n", g.f.Place, g.f.Name, where, g.f.Excerpt)
 	}
 	for _, c := range r.Checks {
 		mark := "ok  "
@@ -491,6 +512,6 @@ func (r *Report) WriteText(w io.Writer) {
 	if r.Clean() {
 		fmt.Fprintln(w, "clean: no origin identity found")
 	} else {
-		fmt.Fprintf(w, "%d leaks found\n", len(r.Findings))
+		fmt.Fprintf(w, "%d leaks found (%d distinct)\n", len(r.Findings), len(order))
 	}
 }
