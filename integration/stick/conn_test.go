@@ -1,0 +1,300 @@
+package stick_test
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/rampart-edge/caddy-rampart/integration/harness"
+)
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// waitTLS waits until the internal certificate is in place and a handshake
+// completes.
+func waitTLS(t *testing.T, addr string, conf *tls.Config) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp", addr, conf)
+		if err == nil {
+			conn.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("TLS handshake with %s: %v", addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestAdminBanEffectiveNextRequestAndConnection bans 127.0.0.1 through the
+// admin API: the next request on an already open keep-alive connection gets
+// 403 from `stick per_ip banned`, and the next TLS connection to the
+// listener wrapper's server is closed before its handshake.
+func TestAdminBanEffectiveNextRequestAndConnection(t *testing.T) {
+	httpPort, tlsPort := harness.FreePort(t), harness.FreePort(t)
+	origin := startHTTPOrigin(t, "origin")
+	c := harness.RunCaddyfile(t, fmt.Sprintf(`{
+	auto_https disable_redirects
+	skip_install_trust
+	stick_table per_ip {
+		type ip
+		size 1k
+		expire 1m
+		store conn_cnt conn_cur conn_rate(10s) http_req_cnt gpc0 ban
+	}
+	servers :%[2]d {
+		listener_wrappers {
+			stick per_ip {
+				reject gpc0 gt 0
+				reject banned
+			}
+			tls
+		}
+	}
+}
+
+http://127.0.0.1:%[1]d {
+	track per_ip {client_ip}
+	@banned stick per_ip banned
+	respond @banned 403
+	reverse_proxy %[3]s
+}
+
+https://localhost:%[2]d {
+	tls internal
+	reverse_proxy %[3]s
+}
+`, httpPort, tlsPort, origin))
+
+	hc := client()
+	url := fmt.Sprintf("http://127.0.0.1:%d/", httpPort)
+	if status, _, body := get(t, hc, url); status != 200 || body != "origin" {
+		t.Fatalf("before the ban: %d %q", status, body)
+	}
+	tlsConf := &tls.Config{InsecureSkipVerify: true, ServerName: "localhost"}
+	waitTLS(t, fmt.Sprintf("127.0.0.1:%d", tlsPort), tlsConf)
+
+	adminJSON(t, c, http.MethodPut, "/stick-tables/per_ip/127.0.0.1", `{"ban": "1m"}`, 200)
+
+	// Same keep-alive connection, next request.
+	if status, _, _ := get(t, hc, url); status != http.StatusForbidden {
+		t.Fatalf("next request after the ban: %d, want 403", status)
+	}
+	// Next connection: closed by the listener before any TLS handshake.
+	if _, err := tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp", fmt.Sprintf("127.0.0.1:%d", tlsPort), tlsConf); err == nil {
+		t.Fatal("TLS handshake completed for a banned client")
+	}
+	if !connClosedWithoutData(t, fmt.Sprintf("127.0.0.1:%d", tlsPort)) {
+		t.Fatal("a banned client's TCP connection stayed open")
+	}
+	// Lifting the ban through the admin API lets it back in.
+	adminJSON(t, c, http.MethodPut, "/stick-tables/per_ip/127.0.0.1", `{"ban": 0}`, 200)
+	if status, _, _ := get(t, hc, url); status != 200 {
+		t.Fatalf("after lifting the ban: %d", status)
+	}
+}
+
+// TestListenerRejectsBeforeTLSHandshake shows the reject happens right after
+// accept: a raw TCP connection that never sends a ClientHello is closed at
+// once (a TLS server would otherwise wait for the ClientHello), no byte of a
+// handshake comes back, and the rejection is counted under layer=listener.
+// An HTTP rule's gpc0 flag stops new connections too.
+func TestListenerRejectsBeforeTLSHandshake(t *testing.T) {
+	httpPort, tlsPort := harness.FreePort(t), harness.FreePort(t)
+	c := harness.RunCaddyfile(t, fmt.Sprintf(`{
+	auto_https disable_redirects
+	stick_table per_ip {
+		type ip
+		size 1k
+		expire 1m
+		store conn_cnt conn_cur conn_rate(10s) http_req_cnt gpc0
+	}
+	servers :%[2]d {
+		listener_wrappers {
+			stick per_ip {
+				reject gpc0 gt 0
+				reject conn_cur gt 2
+			}
+			tls
+		}
+	}
+}
+
+http://127.0.0.1:%[1]d {
+	track per_ip {client_ip}
+	@flag path /flag-me
+	stick_inc @flag per_ip gpc0
+	respond "ok"
+}
+
+https://localhost:%[2]d {
+	tls internal
+	respond "secure"
+}
+`, httpPort, tlsPort))
+	tlsAddr := fmt.Sprintf("127.0.0.1:%d", tlsPort)
+	const listenerRejections = `rampart_stick_rejections_total{layer="listener",table="per_ip"}`
+	before := metric(t, c, listenerRejections)
+
+	// conn_cur gt 2: two idle connections are held, the third is refused.
+	var held []net.Conn
+	for range 2 {
+		conn, err := net.Dial("tcp", tlsAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, conn)
+	}
+	time.Sleep(100 * time.Millisecond) // let the server accept both
+	start := time.Now()
+	if !connClosedWithoutData(t, tlsAddr) {
+		t.Fatal("third concurrent connection not rejected (reject conn_cur gt 2)")
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("rejection took %v", took)
+	}
+	for _, h := range held {
+		h.Close()
+	}
+	time.Sleep(100 * time.Millisecond)
+	e, _ := adminEntry(t, c, "per_ip", "127.0.0.1")
+	if e.Values["conn_cnt"] != 3 || e.Values["conn_cur"] != 0 {
+		t.Errorf("after closing: %v, want conn_cnt 3 and conn_cur 0", e.Values)
+	}
+
+	// A handshake works while the client is not flagged...
+	tlsConf := &tls.Config{InsecureSkipVerify: true, ServerName: "localhost"}
+	waitTLS(t, tlsAddr, tlsConf)
+	// ...and not after an HTTP rule set gpc0.
+	if status, _, _ := get(t, client(), fmt.Sprintf("http://127.0.0.1:%d/flag-me", httpPort)); status != 200 {
+		t.Fatalf("flag request: %d", status)
+	}
+	raw, err := net.Dial("tcp", tlsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	hello := tls.Client(raw, tlsConf)
+	_ = hello.SetDeadline(time.Now().Add(3 * time.Second))
+	err = hello.Handshake()
+	if err == nil {
+		t.Fatal("handshake completed for a client flagged with gpc0")
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("handshake hung instead of being refused: %v", err)
+	}
+	if got := metric(t, c, listenerRejections) - before; got != 2 {
+		t.Errorf("listener rejections counted %v, want 2", got)
+	}
+}
+
+// TestLayer4Tracking tracks a TCP route with the layer4 handler (reject
+// conn_cur gt 2) and refuses flagged clients with the layer4 stick matcher.
+func TestLayer4Tracking(t *testing.T) {
+	l4Port := harness.FreePort(t)
+	origin := startEchoOrigin(t)
+	c := harness.RunCaddyfile(t, fmt.Sprintf(`{
+	stick_table tcp_ip {
+		type ip
+		size 1k
+		expire 1m
+		store conn_cnt conn_cur conn_rate(10s) bytes_in_cnt bytes_out_cnt gpc0
+	}
+	layer4 {
+		127.0.0.1:%d {
+			@flagged stick tcp_ip gpc0 gt 0
+			route @flagged {
+				close
+			}
+			route {
+				track tcp_ip {
+					reject conn_cur gt 2
+				}
+				proxy %s
+			}
+		}
+	}
+}
+`, l4Port, origin))
+	addr := fmt.Sprintf("127.0.0.1:%d", l4Port)
+	const l4Rejections = `rampart_stick_rejections_total{layer="layer4",table="tcp_ip"}`
+	before := metric(t, c, l4Rejections)
+	echo := func(conn net.Conn, msg string) {
+		t.Helper()
+		_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := io.WriteString(conn, msg); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, len(msg))
+		if _, err := io.ReadFull(conn, buf); err != nil || string(buf) != msg {
+			t.Fatalf("echo through layer4: %q %v", buf, err)
+		}
+	}
+	var conns []net.Conn
+	for i := range 2 {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, conn)
+		echo(conn, fmt.Sprintf("hello %d", i))
+	}
+	e, _ := adminEntry(t, c, "tcp_ip", "127.0.0.1")
+	if e.Values["conn_cur"] != 2 || e.Use != 2 {
+		t.Errorf("two open TCP connections: %+v", e)
+	}
+	third, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = third.SetDeadline(time.Now().Add(3 * time.Second))
+	_, _ = io.WriteString(third, "let me in")
+	if n, err := third.Read(make([]byte, 16)); err == nil {
+		t.Fatalf("third connection (conn_cur 3 > 2) got %d bytes back", n)
+	}
+	third.Close()
+	for _, conn := range conns {
+		conn.Close()
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		e, _ = adminEntry(t, c, "tcp_ip", "127.0.0.1")
+		if e.Values["conn_cur"] == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if e.Values["conn_cnt"] != 3 || e.Values["conn_cur"] != 0 || e.Values["bytes_in_cnt"] != 14 || e.Values["bytes_out_cnt"] != 14 {
+		t.Errorf("after closing: %v, want conn_cnt 3, conn_cur 0, 14 bytes each way", e.Values)
+	}
+
+	adminJSON(t, c, http.MethodPut, "/stick-tables/tcp_ip/127.0.0.1", `{"gpc0": 1}`, 200)
+	flagged, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flagged.Close()
+	_ = flagged.SetDeadline(time.Now().Add(3 * time.Second))
+	_, _ = io.WriteString(flagged, "hi")
+	if n, err := flagged.Read(make([]byte, 16)); err == nil {
+		t.Fatalf("flagged client got %d bytes through", n)
+	}
+	// The third connection was rejected by the track handler; the flagged
+	// one was closed by a route matched by the stick matcher (not counted).
+	if got := metric(t, c, l4Rejections) - before; got != 1 {
+		t.Errorf("layer4 rejections counted %v, want 1", got)
+	}
+}
