@@ -1,0 +1,84 @@
+// Package quickstart_test runs examples/quickstart/Caddyfile as it is and
+// checks what the README's walkthrough says a user will see.
+package quickstart_test
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rampart-edge/caddy-rampart/integration/harness"
+)
+
+// quickstartPorts are the fixed ports the quickstart listens on.
+var quickstartPorts = []int{8080, 8443, 8081, 9080}
+
+func startQuickstart(t *testing.T) *harness.Caddy {
+	t.Helper()
+	for _, port := range quickstartPorts {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			t.Skipf("port %d is taken; the quickstart needs it free: %v", port, err)
+		}
+		ln.Close()
+	}
+	data, err := os.ReadFile(filepath.Join(harness.RepoRoot(t), "examples", "quickstart", "Caddyfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := harness.RunCaddyfile(t, string(data))
+	for _, port := range quickstartPorts {
+		harness.WaitListening(t, fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second)
+	}
+	return c
+}
+
+// client talks to the quickstart like curl -k, without following redirects.
+var client = &http.Client{
+	Timeout:       10 * time.Second,
+	Transport:     &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}},
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+func get(t *testing.T, url string) (*http.Response, string) {
+	t.Helper()
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, string(body)
+}
+
+func TestQuickstartProxyProtocol(t *testing.T) {
+	startQuickstart(t)
+	curl := harness.Peer(t, "curl", "curl")
+	out, err := exec.Command(curl, "-s", "--haproxy-protocol", "http://localhost:8081/").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "client 127.0.0.1 (PROXY v1, from 127.0.0.1:") {
+		t.Errorf("curl --haproxy-protocol: %v %q", err, out)
+	}
+	cmd := exec.Command(curl, "-s", "http://localhost:8081/")
+	err = cmd.Run()
+	if exit, ok := err.(*exec.ExitError); !ok || exit.ExitCode() != 52 {
+		t.Errorf("curl without a header: %v, want exit 52 (empty reply)", err)
+	}
+}
+
+func TestQuickstartServesTheOrigin(t *testing.T) {
+	startQuickstart(t)
+	for _, url := range []string{"http://localhost:8080/", "https://localhost:8443/"} {
+		resp, body := get(t, url)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(body, "Demo origin") {
+			t.Errorf("%s: %d %q", url, resp.StatusCode, body)
+		}
+	}
+}
