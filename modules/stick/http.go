@@ -28,9 +28,10 @@ const stateVar = "rampart.stick"
 // the stick matcher, the stick_* actions, the lb policy and the
 // placeholders of one request.
 type reqState struct {
-	w       *countingWriter
+	w       countingWriter
 	body    *countingBody
 	tracked []tracked
+	first   [2]tracked // backing array: no allocation for up to two tables
 }
 
 type tracked struct {
@@ -121,7 +122,10 @@ func (h *Track) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	}
 	st := stateOf(r)
 	if st == nil {
-		st = &reqState{w: &countingWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}}
+		st = &reqState{}
+		st.w.rww.ResponseWriter = w
+		st.w.ResponseWriterWrapper = &st.w.rww
+		st.tracked = st.first[:0]
 		if r.Body != nil && r.Body != http.NoBody {
 			st.body = &countingBody{ReadCloser: r.Body}
 			r.Body = st.body
@@ -130,7 +134,7 @@ func (h *Track) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		if repl != nil {
 			repl.Map(st.placeholder)
 		}
-		w = st.w
+		w = &st.w
 	}
 	st.tracked = append(st.tracked, tracked{name: h.Table, tbl: h.tbl, ref: ref, key: keyText})
 
@@ -189,6 +193,7 @@ func (s *reqState) placeholder(key string) (any, bool) {
 // countingWriter records the response status and body size.
 type countingWriter struct {
 	*caddyhttp.ResponseWriterWrapper
+	rww    caddyhttp.ResponseWriterWrapper
 	status int
 	bytes  uint64
 }

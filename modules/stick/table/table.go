@@ -274,7 +274,10 @@ func (t *Table) alloc(sh *shard) uint32 {
 
 // insert adds a new entry for k, evicting if the table is full.
 func (t *Table) insert(sh *shard, k Key, now int64) (uint32, error) {
-	if t.used.Load() >= t.size.Load() && !t.evictOne(sh) {
+	// Reserve the slot first, so that concurrent inserts in other shards
+	// never take the table past its size.
+	if t.used.Add(1) > t.size.Load() && !t.evictOne(sh) {
+		t.used.Add(-1)
 		return 0, ErrFull
 	}
 	idx := t.alloc(sh)
@@ -291,7 +294,6 @@ func (t *Table) insert(sh *shard, k Key, now int64) (uint32, error) {
 	m.refs, m.exp = 0, 0
 	sh.pushFront(idx, m)
 	sh.n++
-	t.used.Add(1)
 	return idx, nil
 }
 
