@@ -16,7 +16,7 @@ build_caddy
 
 run_caddy edge "{
 	admin off
-	servers :18001 {
+	servers 127.0.0.1:18001 {
 		listener_wrappers {
 			proxy_v2 {
 				trust 127.0.0.1/32
