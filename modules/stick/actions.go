@@ -102,12 +102,9 @@ func (StickInc) CaddyModule() caddy.ModuleInfo {
 
 // Provision resolves the table and value.
 func (h *StickInc) Provision(ctx caddy.Context) error {
-	if err := h.provision(ctx, "stick_inc"); err != nil {
-		return err
-	}
-	col, err := h.tbl.Schema().Column(h.Data)
+	col, err := h.provisionColumn(ctx, "stick_inc", h.Data)
 	if err != nil {
-		return fmt.Errorf("stick_inc %s: %v", h.Table, err)
+		return err
 	}
 	h.col = col
 	return nil
@@ -144,12 +141,9 @@ func (StickSet) CaddyModule() caddy.ModuleInfo {
 
 // Provision resolves the table and value.
 func (h *StickSet) Provision(ctx caddy.Context) error {
-	if err := h.provision(ctx, "stick_set"); err != nil {
-		return err
-	}
-	col, err := h.tbl.Schema().Column(h.Data)
+	col, err := h.provisionColumn(ctx, "stick_set", h.Data)
 	if err != nil {
-		return fmt.Errorf("stick_set %s: %v", h.Table, err)
+		return err
 	}
 	h.col = col
 	if h.Value == "" {

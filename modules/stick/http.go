@@ -268,6 +268,18 @@ func (t *target) provision(ctx caddy.Context, directive string) error {
 	return nil
 }
 
+// provisionColumn finds the table and resolves one of its values.
+func (t *target) provisionColumn(ctx caddy.Context, directive, data string) (table.Column, error) {
+	if err := t.provision(ctx, directive); err != nil {
+		return table.Column{}, err
+	}
+	col, err := t.tbl.Schema().Column(data)
+	if err != nil {
+		return table.Column{}, fmt.Errorf("%s %s: %v", directive, t.Table, err)
+	}
+	return col, nil
+}
+
 // key evaluates the key expression of the target.
 func (t *target) key(r *http.Request) (table.Key, error) {
 	text := t.Key

@@ -79,24 +79,18 @@ func (t *Table) Pending(k Key, c Column) uint64 {
 // Remote is a value read from the cluster for one column: the summed total
 // of a summable column, or the shared value of gpt, server_id and ban
 // (milliseconds left).
-type Remote struct {
-	Column Column
-	Value  uint64
-}
+type Remote = Write
 
 // Merge applies cluster values to the entry of k, creating it if needed. A
 // summable column becomes the cluster total plus the local delta not yet
 // collected; a rate reads that sum for the rest of the current period;
 // gauges are left alone.
 func (t *Table) Merge(k Key, remote []Remote) error {
-	sh := t.shardOf(k)
-	now := t.now()
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	idx, err := t.acquireLocked(sh, k, now)
+	sh, idx, now, err := t.lockEntry(k)
 	if err != nil {
 		return err
 	}
+	defer sh.mu.Unlock()
 	data := t.data(sh, idx)
 	for _, r := range remote {
 		f := &t.schema.Fields[r.Column.field]

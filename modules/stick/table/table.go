@@ -423,31 +423,36 @@ func (t *Table) add(sh *shard, idx uint32, data []uint32, k Kind, now int64, n u
 	}
 }
 
+// open counts the start of a connection or request: its counter and rate
+// +1, and its gauge of those in progress +1.
+func (t *Table) open(sh *shard, idx uint32, data []uint32, cnt, rate, cur Kind, now int64) {
+	t.add(sh, idx, data, cnt, now, 1)
+	t.add(sh, idx, data, rate, now, 1)
+	if f := t.field(cur); f != nil {
+		addField(data, f, 0, now, 1)
+	}
+}
+
+// close counts the end of a connection or request: its gauge −1.
+func (t *Table) close(data []uint32, cur Kind) {
+	if f := t.field(cur); f != nil {
+		subField(data, f, 0)
+	}
+}
+
 func (t *Table) apply(sh *shard, idx uint32, ev *Events, now int64) {
 	data := t.data(sh, idx)
 	if ev.Conn {
-		t.add(sh, idx, data, ConnCnt, now, 1)
-		t.add(sh, idx, data, ConnRate, now, 1)
-		if f := t.field(ConnCur); f != nil {
-			addField(data, f, 0, now, 1)
-		}
+		t.open(sh, idx, data, ConnCnt, ConnRate, ConnCur, now)
 	}
 	if ev.ConnEnd {
-		if f := t.field(ConnCur); f != nil {
-			subField(data, f, 0)
-		}
+		t.close(data, ConnCur)
 	}
 	if ev.Req {
-		t.add(sh, idx, data, HTTPReqCnt, now, 1)
-		t.add(sh, idx, data, HTTPReqRate, now, 1)
-		if f := t.field(ReqCur); f != nil {
-			addField(data, f, 0, now, 1)
-		}
+		t.open(sh, idx, data, HTTPReqCnt, HTTPReqRate, ReqCur, now)
 	}
 	if ev.ReqEnd {
-		if f := t.field(ReqCur); f != nil {
-			subField(data, f, 0)
-		}
+		t.close(data, ReqCur)
 	}
 	if ev.Status != 0 {
 		if IsHTTPErr(ev.Status) {
@@ -487,20 +492,9 @@ func (t *Table) acquireLocked(sh *shard, k Key, now int64) (uint32, error) {
 // Acquire finds or creates the entry of k, applies ev and holds the entry
 // until Release. It fails only with ErrFull.
 func (t *Table) Acquire(k Key, ev Events) (Ref, error) {
-	sh := t.shardOf(k)
-	now := t.now()
-	sh.mu.Lock()
-	idx, err := t.acquireLocked(sh, k, now)
+	sh, idx, now, err := t.lockEntry(k)
 	if err != nil {
-		sh.mu.Unlock()
-		if !t.evictElsewhere(sh) {
-			return Ref{}, err
-		}
-		sh.mu.Lock()
-		if idx, err = t.acquireLocked(sh, k, now); err != nil {
-			sh.mu.Unlock()
-			return Ref{}, err
-		}
+		return Ref{}, err
 	}
 	t.apply(sh, idx, &ev, now)
 	m := sh.meta(idx)
@@ -509,6 +503,29 @@ func (t *Table) Acquire(k Key, ev Events) (Ref, error) {
 	r := Ref{sh: sh, idx: idx, gen: m.gen}
 	sh.mu.Unlock()
 	return r, nil
+}
+
+// lockEntry locks the shard of k and finds or creates its entry; when the
+// shard has nothing to evict for a new key, it frees an entry elsewhere and
+// tries once more. On success the shard stays locked.
+func (t *Table) lockEntry(k Key) (*shard, uint32, int64, error) {
+	sh := t.shardOf(k)
+	now := t.now()
+	sh.mu.Lock()
+	idx, err := t.acquireLocked(sh, k, now)
+	if err == nil {
+		return sh, idx, now, nil
+	}
+	sh.mu.Unlock()
+	if !t.evictElsewhere(sh) {
+		return nil, 0, 0, err
+	}
+	sh.mu.Lock()
+	if idx, err = t.acquireLocked(sh, k, now); err != nil {
+		sh.mu.Unlock()
+		return nil, 0, 0, err
+	}
+	return sh, idx, now, nil
 }
 
 // evictElsewhere frees one entry in any other shard when the shard of a new
@@ -711,20 +728,9 @@ type Write struct {
 
 // Put creates or refreshes the entry of k and stores the given values.
 func (t *Table) Put(k Key, writes []Write) error {
-	sh := t.shardOf(k)
-	now := t.now()
-	sh.mu.Lock()
-	idx, err := t.acquireLocked(sh, k, now)
+	sh, idx, now, err := t.lockEntry(k)
 	if err != nil {
-		sh.mu.Unlock()
-		if !t.evictElsewhere(sh) {
-			return err
-		}
-		sh.mu.Lock()
-		if idx, err = t.acquireLocked(sh, k, now); err != nil {
-			sh.mu.Unlock()
-			return err
-		}
+		return err
 	}
 	for _, w := range writes {
 		t.setColumn(sh, idx, w.Column, w.Value, now)

@@ -238,38 +238,25 @@ func TestRateArithmetic(t *testing.T) {
 	}
 	rate := func() uint64 { return get(t, tb, k, "http_req_rate") }
 
-	hit(30) // period 0, at its start
-	if got := rate(); got != 30 {
-		t.Fatalf("rate in the first period = %d, want 30", got)
-	}
-	clk.advance(4 * time.Second)
-	hit(10)
-	if got := rate(); got != 40 {
-		t.Fatalf("rate later in the first period = %d, want 40", got)
-	}
-	// 2.5s into the next period: 40 previous × 7.5/10 = 30, plus 0 current.
-	clk.advance(8500 * time.Millisecond)
-	if got := rate(); got != 30 {
-		t.Fatalf("rate 2.5s into the second period = %d, want 30", got)
-	}
-	hit(5)
-	if got := rate(); got != 35 {
-		t.Fatalf("rate = %d, want 35", got)
-	}
-	// 9s into the second period: 40 × 1/10 = 4, plus 5.
-	clk.advance(6500 * time.Millisecond)
-	if got := rate(); got != 9 {
-		t.Fatalf("rate 9s into the second period = %d, want 9", got)
-	}
-	// Third period: previous is 5; 5 × 10/10 at its very start.
-	clk.advance(time.Second)
-	if got := rate(); got != 5 {
-		t.Fatalf("rate at the start of the third period = %d, want 5", got)
-	}
-	// Two periods of silence clear it.
-	clk.advance(20 * time.Second)
-	if got := rate(); got != 0 {
-		t.Fatalf("rate after two idle periods = %d, want 0", got)
+	for _, step := range []struct {
+		advance time.Duration
+		hits    int
+		want    uint64
+		what    string
+	}{
+		{0, 30, 30, "first period, at its start"},
+		{4 * time.Second, 10, 40, "later in the first period"},
+		{8500 * time.Millisecond, 0, 30, "2.5s into the second period: 40 previous × 7.5/10"},
+		{0, 5, 35, "then 5 more: 30 + 5"},
+		{6500 * time.Millisecond, 0, 9, "9s into the second period: 40 × 1/10 + 5"},
+		{time.Second, 0, 5, "start of the third period: previous 5 × 10/10"},
+		{20 * time.Second, 0, 0, "after two idle periods"},
+	} {
+		clk.advance(step.advance)
+		hit(step.hits)
+		if got := rate(); got != step.want {
+			t.Fatalf("%s: rate %d, want %d", step.what, got, step.want)
+		}
 	}
 }
 
