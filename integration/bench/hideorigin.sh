@@ -29,7 +29,9 @@ cat > "$work/origin" <<CFG
 {
 	admin off
 	auto_https off
-	log default { output discard }
+	log default {
+		output discard
+	}
 }
 http://127.0.0.1:19180 {
 	header Server "Apache/2.4.41 (Ubuntu)"
@@ -43,7 +45,9 @@ cat > "$work/vanilla" <<CFG
 {
 	admin off
 	auto_https off
-	log default { output discard }
+	log default {
+		output discard
+	}
 }
 http://127.0.0.1:19181 {
 	reverse_proxy 127.0.0.1:19180
@@ -53,7 +57,9 @@ cat > "$work/hidden" <<CFG
 {
 	admin off
 	auto_https off
-	log default { output discard }
+	log default {
+		output discard
+	}
 }
 http://127.0.0.1:19182 {
 	hide_origin {
@@ -72,7 +78,11 @@ for p in 19180 19181 19182; do
 done
 # check that the hidden edge really scrubs
 loc=$(curl -s -D - -o /dev/null http://127.0.0.1:19182/ | tr -d '\r' | awk -F': ' 'tolower($1)=="location"{print $2}')
-[ "$loc" = "http://127.0.0.1:19182/next" ] || { echo "hide_origin edge did not rewrite Location: $loc" >&2; exit 1; }
+if [ "$loc" != "http://127.0.0.1:19182/next" ]; then
+	echo "hide_origin edge did not rewrite Location: '$loc'" >&2
+	tail -n 5 "$work"/*.log >&2
+	exit 1
+fi
 
 rps() { wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" "$1" | awk '/Requests\/sec/{print $2}'; }
 sum_v=0; sum_h=0

@@ -83,7 +83,11 @@ type HideOrigin struct {
 	generic   bool
 	key       *scrub.Key
 	public    *scrub.Public // set when Public has no placeholders
-	logger    *zap.Logger
+	// publics caches the default Public per Host header, for http and
+	// https; bounded by maxPublics because Host is chosen by clients.
+	publics     *[2]sync.Map
+	publicCount *atomic.Int64
+	logger      *zap.Logger
 }
 
 // identities is the current identity set: the configured and sibling ones
@@ -93,8 +97,12 @@ type identities struct {
 	mu      sync.Mutex
 	list    []scrub.Identity
 	learned map[string]bool
+	seen    sync.Map // the keys of learned, for a lock-free check
 	matcher atomic.Pointer[scrub.Matcher]
 }
+
+// maxPublics bounds the per-Host cache of public replacements.
+const maxPublics = 1024
 
 // maxLearned bounds how many observed upstream addresses are added to the
 // identities at run time.
@@ -126,6 +134,7 @@ func (h *HideOrigin) Provision(ctx caddy.Context) error {
 		ids = append(ids, siblingUpstreams(ctx, repl)...)
 	}
 	h.ids = &identities{learned: map[string]bool{}}
+	h.publics, h.publicCount = new([2]sync.Map), new(atomic.Int64)
 	for _, s := range ids {
 		id, err := scrub.ParseIdentity(s)
 		if err != nil {
@@ -198,12 +207,16 @@ func (h *HideOrigin) learn(hostport string) *scrub.Matcher {
 	if hostport == "" || h.NoAutoUpstreams {
 		return m
 	}
+	if _, ok := st.seen.Load(hostport); ok {
+		return m // lock-free for every upstream seen before
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.learned[hostport] || len(st.learned) >= maxLearned {
 		return st.matcher.Load()
 	}
 	st.learned[hostport] = true
+	st.seen.Store(hostport, struct{}{})
 	id, err := scrub.ParseIdentity(hostport)
 	if err != nil {
 		return m
@@ -228,13 +241,16 @@ func (h *HideOrigin) publicFor(r *http.Request, repl *caddy.Replacer) (*scrub.Pu
 		p, err := scrub.ParsePublic(repl.ReplaceAll(h.Public, ""))
 		return &p, err
 	}
-	scheme := "http"
+	scheme, cache := "http", &h.publics[0]
 	if r.TLS != nil {
-		scheme = "https"
+		scheme, cache = "https", &h.publics[1]
 	}
 	host := r.Host
 	if host == "" {
 		host = "localhost"
+	}
+	if p, ok := cache.Load(host); ok {
+		return p.(*scrub.Public), nil
 	}
 	name, port, err := net.SplitHostPort(host)
 	if err != nil {
@@ -247,6 +263,9 @@ func (h *HideOrigin) publicFor(r *http.Request, repl *caddy.Replacer) (*scrub.Pu
 		port = ""
 	}
 	p := scrub.NewPublic(scheme, name, port)
+	if h.publicCount.Add(1) <= maxPublics {
+		cache.Store(host, &p)
+	}
 	return &p, nil
 }
 

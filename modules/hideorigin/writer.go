@@ -20,7 +20,7 @@ import (
 // writer's header map, is seen and removed), and text bodies go through the
 // streaming rewriter.
 type scrubWriter struct {
-	*caddyhttp.ResponseWriterWrapper
+	caddyhttp.ResponseWriterWrapper
 	h    *HideOrigin
 	r    *http.Request
 	repl *caddy.Replacer
@@ -38,7 +38,7 @@ type scrubWriter struct {
 }
 
 func (h *HideOrigin) newWriter(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, pub *scrub.Public) *scrubWriter {
-	return &scrubWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, h: h, r: r, repl: repl, pub: pub}
+	return &scrubWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, h: h, r: r, repl: repl, pub: pub}
 }
 
 // WriteHeader scrubs the headers and decides what happens to the body.
