@@ -427,8 +427,7 @@ type Public struct {
 	// Port is the explicit port, or "" for the scheme's default.
 	Port string
 
-	origin, ws, slashes, hostport string
-	// the same as bytes, for the streaming rewriter
+	// the replacement of each form
 	bOrigin, bWS, bSlashes, bHostport, bHost []byte
 }
 
@@ -463,23 +462,20 @@ func ParsePublic(s string) (Public, error) {
 // NewPublic builds a Public from parts that are already valid.
 func NewPublic(scheme, host, port string) Public {
 	p := Public{Scheme: scheme, Host: host, Port: port}
-	p.hostport = host
+	hostport := host
 	if port != "" {
-		p.hostport += ":" + port
+		hostport += ":" + port
 	}
-	p.origin = scheme + "://" + p.hostport
 	ws := "wss"
 	if scheme == "http" {
 		ws = "ws"
 	}
-	p.ws = ws + "://" + p.hostport
-	p.slashes = "//" + p.hostport
-	p.bOrigin, p.bWS, p.bSlashes = []byte(p.origin), []byte(p.ws), []byte(p.slashes)
-	p.bHostport, p.bHost = []byte(p.hostport), []byte(p.Host)
+	p.bOrigin, p.bWS, p.bSlashes = []byte(scheme+"://"+hostport), []byte(ws+"://"+hostport), []byte("//"+hostport)
+	p.bHostport, p.bHost = []byte(hostport), []byte(host)
 	return p
 }
 
-// replacementBytes is replacement without a conversion.
+// replacementBytes returns what a match becomes.
 func (p *Public) replacementBytes(mt Match) []byte {
 	switch mt.Form {
 	case FormHTTP:
@@ -493,22 +489,6 @@ func (p *Public) replacementBytes(mt Match) []byte {
 		return p.bHostport
 	}
 	return p.bHost
-}
-
-// replacement returns what a match becomes.
-func (p *Public) replacement(mt Match) string {
-	switch mt.Form {
-	case FormHTTP:
-		return p.origin
-	case FormWS:
-		return p.ws
-	case FormSlashes:
-		return p.slashes
-	}
-	if mt.HasPort {
-		return p.hostport
-	}
-	return p.Host
 }
 
 // ReplaceString rewrites every identity in s; it returns s itself and 0 when
@@ -529,7 +509,7 @@ func (m *Matcher) ReplaceString(s string, p *Public) (string, int) {
 			b.Grow(len(s) + 16)
 		}
 		b.Write(buf[emitted:mt.Start])
-		b.WriteString(p.replacement(mt))
+		b.Write(p.replacementBytes(mt))
 		emitted, pos, n = mt.End, mt.End, n+1
 	}
 	if n == 0 {
