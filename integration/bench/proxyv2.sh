@@ -22,6 +22,7 @@ run_caddy edge "{
 				trust 127.0.0.1/32
 				untrusted reject
 			}
+			tls
 		}
 	}
 }

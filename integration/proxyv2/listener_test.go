@@ -22,7 +22,7 @@ import (
 const echoBody = `remote={remote_host} client={client_ip} v={http.request.proxy.version} cmd={http.request.proxy.command} ` +
 	`src={http.request.proxy.src} dst={http.request.proxy.dst} authority={http.request.proxy.authority} ` +
 	`uid={http.request.proxy.unique_id} alpn={http.request.proxy.alpn} cn={http.request.proxy.ssl.cn} ` +
-	`sslv={http.request.proxy.ssl.version} verified={http.request.proxy.ssl.verified} ` +
+	`sslv={http.request.proxy.ssl.version} cipher={http.request.proxy.ssl.cipher} verified={http.request.proxy.ssl.verified} ` +
 	`aws={http.request.proxy.aws.vpce_id} gcp={http.request.proxy.gcp.psc_id} azure={http.request.proxy.azure.link_id} ` +
 	`ali={http.request.proxy.alibaba.vpc_id} e5={http.request.proxy.tlv.0xE5} xuid={header.X-Unique-ID}`
 
@@ -36,6 +36,7 @@ func listenerCaddyfile(port int, policy, logFile string) string {
 			proxy_v2 {
 				%s
 			}
+			tls
 		}
 	}
 }
@@ -369,4 +370,34 @@ func TestReloadUnderLoad(t *testing.T) {
 	if ok.Load() < 100 || failed.Load()*100 > total {
 		t.Errorf("%d of %d connections failed", failed.Load(), total)
 	}
+}
+
+// TestListenerAfterTLSIsRefused places proxy_v2 after tls, where no PROXY
+// header can arrive: connections are dropped and counted, not served with
+// the load balancer's address.
+func TestListenerAfterTLSIsRefused(t *testing.T) {
+	port := harness.FreePort(t)
+	c := harness.RunCaddyfile(t, fmt.Sprintf(`{
+	servers {
+		# without tls in the list, Caddy puts tls first
+		listener_wrappers {
+			proxy_v2 {
+				trust 127.0.0.1/32
+			}
+		}
+	}
+}
+https://localhost:%d {
+	tls internal
+	respond "served"
+}
+`, port))
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	harness.WaitListening(t, addr, 5*time.Second)
+	before := headerCounts(t, c)["error"]
+	tc := tls.Client(dialFrom(t, "127.0.0.1", addr), &tls.Config{ServerName: "localhost", InsecureSkipVerify: true})
+	if _, _, err := request(tc, nil, "localhost"); err == nil {
+		t.Fatal("a misplaced proxy_v2 served the request")
+	}
+	waitCount(t, c, "error", before+1)
 }

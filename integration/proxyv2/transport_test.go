@@ -1,6 +1,7 @@
 package proxyv2_test
 
 import (
+	"crypto/tls"
 	"fmt"
 	"strings"
 	"testing"
@@ -102,5 +103,52 @@ func TestTransportIntoRampartListener(t *testing.T) {
 	f := fields(body)
 	if f["remote"] != "127.0.0.4" || f["authority"] != "chain.test" || f["e5"] != "127.0.0.4" || f["dst"] != edge {
 		t.Errorf("origin saw %q", body)
+	}
+}
+
+// TestTransportSSLTLV terminates TLS at the edge and checks that the origin
+// receives the client's TLS version and cipher in the SSL TLV.
+func TestTransportSSLTLV(t *testing.T) {
+	originPort := harness.FreePort(t)
+	edgePort := harness.FreePort(t)
+	cfg := listenerCaddyfile(originPort, "trust 127.0.0.1/32\n\t\t\t\tuntrusted plain", t.TempDir()+"/access.log") +
+		fmt.Sprintf(`https://localhost:%d {
+	tls internal
+	reverse_proxy 127.0.0.1:%d {
+		transport proxy_v2 {
+			ssl
+		}
+	}
+}
+`, edgePort, originPort)
+	harness.RunCaddyfile(t, cfg)
+	edge := fmt.Sprintf("127.0.0.1:%d", edgePort)
+	harness.WaitListening(t, edge, 5*time.Second)
+	conf := &tls.Config{ServerName: "localhost", InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12,
+		CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}}
+	// the internal CA issues the site certificate in the background
+	var tc *tls.Conn
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		tc = tls.Client(dialFrom(t, "127.0.0.10", edge), conf)
+		err := tc.Handshake()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("TLS handshake with the edge: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_, body, err := request(tc, nil, "localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := fields(body)
+	if f["remote"] != "127.0.0.10" || f["sslv"] != "TLSv1.2" || f["verified"] != "false" ||
+		!strings.Contains(body, "cipher=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256") {
+		t.Errorf("origin saw %q", body)
+	}
+	if !strings.Contains(body, "cn= ") {
+		t.Errorf("a client without a certificate has a CN: %q", body)
 	}
 }

@@ -48,9 +48,17 @@ var client = &http.Client{
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 }
 
+// get fetches url, waiting up to 10s for the internal CA to issue the
+// site's certificate.
 func get(t *testing.T, url string) (*http.Response, string) {
 	t.Helper()
-	resp, err := client.Get(url)
+	var resp *http.Response
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if resp, err = client.Get(url); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}

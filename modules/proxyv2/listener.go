@@ -2,6 +2,8 @@ package proxyv2
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"net"
 	"sync"
 	"time"
@@ -15,7 +17,7 @@ import (
 )
 
 func init() {
-	caddy.RegisterModule(ListenerWrapper{})
+	caddy.RegisterModule(new(ListenerWrapper))
 }
 
 // ListenerWrapper receives the PROXY protocol (v1 and v2) on a Caddy
@@ -27,11 +29,12 @@ func init() {
 type ListenerWrapper struct {
 	Policy
 
-	logger *zap.Logger
+	logger    *zap.Logger
+	misplaced sync.Once
 }
 
 // CaddyModule returns the Caddy module information.
-func (ListenerWrapper) CaddyModule() caddy.ModuleInfo {
+func (*ListenerWrapper) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
 		ID:  "caddy.listeners.proxy_v2",
 		New: func() caddy.Module { return new(ListenerWrapper) },
@@ -82,6 +85,15 @@ func (l *listener) Accept() (net.Conn, error) {
 		c, err := l.Listener.Accept()
 		if err != nil {
 			return nil, err
+		}
+		if _, decrypted := c.(*tls.Conn); decrypted {
+			l.lw.misplaced.Do(func() {
+				l.lw.logger.Error("proxy_v2 is placed after tls in listener_wrappers, where a PROXY header can never arrive; " +
+					"put it first: listener_wrappers { proxy_v2 {...} tls }; connections are dropped until then")
+			})
+			report(l.lw.logger, c, ResultError, errMisplaced)
+			_ = c.Close()
+			continue
 		}
 		trusted := l.lw.trusts(c.RemoteAddr())
 		if !trusted && l.lw.Untrusted == UntrustedReject {
@@ -225,7 +237,10 @@ func rememberConn(ctx context.Context, c net.Conn) context.Context {
 	return ctx
 }
 
-var errUntrusted = errUntrustedSource{}
+var (
+	errUntrusted = errUntrustedSource{}
+	errMisplaced = errors.New("proxy_v2 listener wrapper placed after tls")
+)
 
 type errUntrustedSource struct{}
 

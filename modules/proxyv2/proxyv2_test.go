@@ -1,12 +1,20 @@
 package proxyv2
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"math/big"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/rampart-edge/caddy-rampart/modules/proxyv2/wire"
@@ -130,5 +138,28 @@ func TestTransportCaddyfileKeepsHTTPOptions(t *testing.T) {
 		if err := tr.UnmarshalCaddyfile(caddyfile.NewTestDispenser(bad)); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+func TestSSLInfoFromPlaceholders(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "alice"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repl := caddy.NewReplacer()
+	if s := sslInfo(repl); s.Client != 0 || s.Verify != 1 {
+		t.Errorf("plain HTTP: %+v", s)
+	}
+	repl.Set("http.request.tls.version", "tls1.3")
+	repl.Set("http.request.tls.cipher_suite", "TLS_AES_128_GCM_SHA256")
+	repl.Set("http.request.tls.client.certificate_der_base64", base64.StdEncoding.EncodeToString(der))
+	s := sslInfo(repl)
+	want := wire.SSL{Client: wire.SSLClientSSL | wire.SSLClientCertConn, Version: "TLSv1.3", CN: "alice",
+		Cipher: "TLS_AES_128_GCM_SHA256", SigAlg: "ECDSA-SHA256", KeyAlg: "EC256"}
+	if s != want {
+		t.Errorf("got %+v, want %+v", s, want)
 	}
 }

@@ -6,8 +6,8 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
-	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"net/http"
@@ -174,7 +174,7 @@ func (t *Transport) header(req *http.Request) ([]byte, error) {
 			}
 		}
 		if t.SSL {
-			h.TLVs = append(h.TLVs, wire.TLV{Type: wire.TLVSSL, Value: wire.EncodeSSL(sslInfo(req.TLS))})
+			h.TLVs = append(h.TLVs, wire.TLV{Type: wire.TLVSSL, Value: wire.EncodeSSL(sslInfo(repl))})
 		}
 	}
 	out, err := h.AppendV2(make([]byte, 0, 64), t.CRC32C)
@@ -184,38 +184,51 @@ func (t *Transport) header(req *http.Request) ([]byte, error) {
 	return out, nil
 }
 
-// sslInfo describes the client's TLS connection as the SSL TLV does.
-func sslInfo(cs *tls.ConnectionState) wire.SSL {
-	if cs == nil {
-		return wire.SSL{Verify: 1}
+// sslInfo describes the client's TLS connection as the SSL TLV does. The
+// upstream request reverse_proxy hands a transport carries no TLS state,
+// so it comes from the request's placeholders. Verify is 0 when the client
+// presented a certificate: Caddy completes a handshake with a client
+// certificate only if it passes the site's client_auth verification (modes
+// `request` and `require` do not verify; see the README).
+func sslInfo(repl *caddy.Replacer) wire.SSL {
+	s := wire.SSL{Verify: 1}
+	if repl == nil {
+		return s
 	}
-	s := wire.SSL{Client: wire.SSLClientSSL, Verify: 1, Version: tlsVersionName(cs.Version), Cipher: tls.CipherSuiteName(cs.CipherSuite)}
-	if len(cs.PeerCertificates) > 0 {
-		cert := cs.PeerCertificates[0]
-		s.Client |= wire.SSLClientCertConn
-		if len(cs.VerifiedChains) > 0 {
-			s.Verify = 0
-		}
-		s.CN = cert.Subject.CommonName
-		s.SigAlg = cert.SignatureAlgorithm.String()
-		s.KeyAlg = keyAlgName(cert)
+	version, _ := repl.GetString("http.request.tls.version")
+	if version == "" {
+		return s
 	}
+	s.Client = wire.SSLClientSSL
+	s.Version = tlsVersionName(version)
+	s.Cipher, _ = repl.GetString("http.request.tls.cipher_suite")
+	der, _ := repl.GetString("http.request.tls.client.certificate_der_base64")
+	raw, err := base64.StdEncoding.DecodeString(der)
+	if der == "" || err != nil {
+		return s
+	}
+	cert, err := x509.ParseCertificate(raw)
+	if err != nil {
+		return s
+	}
+	s.Client |= wire.SSLClientCertConn
+	s.Verify = 0
+	s.CN = cert.Subject.CommonName
+	s.SigAlg = cert.SignatureAlgorithm.String()
+	s.KeyAlg = keyAlgName(cert)
 	return s
 }
 
-// tlsVersionName returns the version the way HAProxy and OpenSSL write it.
-func tlsVersionName(v uint16) string {
-	switch v {
-	case tls.VersionTLS10:
+// tlsVersionName turns Caddy's "tls1.3" into HAProxy's and OpenSSL's
+// "TLSv1.3".
+func tlsVersionName(caddyName string) string {
+	switch caddyName {
+	case "tls1.0":
 		return "TLSv1"
-	case tls.VersionTLS11:
-		return "TLSv1.1"
-	case tls.VersionTLS12:
-		return "TLSv1.2"
-	case tls.VersionTLS13:
-		return "TLSv1.3"
+	case "tls1.1", "tls1.2", "tls1.3":
+		return "TLSv" + strings.TrimPrefix(caddyName, "tls")
 	}
-	return tls.VersionName(v)
+	return caddyName
 }
 
 // keyAlgName names the certificate's key the way HAProxy does: RSA2048,
