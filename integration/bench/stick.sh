@@ -79,8 +79,14 @@ request = function()
 end
 LUA
 
+# edge_alive: fails with the edge's log when it is gone.
+edge_alive() {
+	kill -0 "$EDGE_PID" 2>/dev/null || { echo "the edge exited:" >&2; tail -20 "$BENCH_DIR/edge.log" >&2; exit 1; }
+}
+
 # legit_under_flood PORT: legit req/s on PORT while the flood runs on PORT.
 legit_under_flood() {
+	edge_alive
 	wrk -t1 -c16 -d"$((SECONDS_PER_RUN + 2))s" -s "$BENCH_DIR/flood.lua" "http://127.0.0.1:$1/" >"$BENCH_DIR/flood.out" &
 	local flood=$!
 	sleep 1
