@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/rampart-edge/caddy-rampart/integration/harness"
+	"github.com/rampart-edge/caddy-rampart/modules/proxyv2/wire"
 )
 
 // prefixConn sends prefix together with the first write, so that a PROXY
@@ -37,9 +39,9 @@ func (c *prefixConn) Write(p []byte) (int, error) {
 
 // tlsBackend is a TLS server that greets every client that completes a
 // handshake for back.test.
-func tlsBackend(t *testing.T, p *pki) string {
+func tlsBackend(t *testing.T, p *pki, ip string) string {
 	t.Helper()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{p.serverCert}})
+	ln, err := tls.Listen("tcp", ip+":0", &tls.Config{Certificates: []tls.Certificate{p.serverCert}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +71,7 @@ func tlsBackend(t *testing.T, p *pki) string {
 // such connections after a prefetching matcher).
 func TestLayer4HeaderAndClientHelloInOneWrite(t *testing.T) {
 	p := newPKI(t, "back.test", "client")
-	backend := tlsBackend(t, p)
+	backend := tlsBackend(t, p, "127.0.0.1")
 	inner := fmt.Sprintf(`subroute {
 					@client {
 						remote_ip 203.0.113.0/24
@@ -123,10 +125,12 @@ func TestLayer4HeaderAndClientHelloInOneWrite(t *testing.T) {
 }
 
 // TestLayer4DropsBadHeader checks that a bad header drops only its own
-// connection on a layer4 route.
+// connection on a layer4 route, and that {l4.proxy.*} placeholders work:
+// the upstream's host comes from the AUTHORITY TLV.
 func TestLayer4DropsBadHeader(t *testing.T) {
 	p := newPKI(t, "back.test", "client")
-	backend := tlsBackend(t, p)
+	// the backend listens on 127.0.0.3 only: an empty placeholder would dial 127.0.0.1
+	backend := tlsBackend(t, p, "127.0.0.3")
 	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
 	c := harness.RunCaddyfile(t, fmt.Sprintf(`{
 	layer4 {
@@ -136,14 +140,14 @@ func TestLayer4DropsBadHeader(t *testing.T) {
 					trust 127.0.0.1/32
 					timeout 300ms
 				}
-				proxy %s
+				proxy {l4.proxy.authority}:%s
 			}
 		}
 	}
 }
-`, addr, backend))
+`, addr, backend[strings.LastIndexByte(backend, ':')+1:]))
 	harness.WaitListening(t, addr, 5*time.Second)
-	good := v2Header(t, "203.0.113.7:1", "198.51.100.1:443", true)
+	good := v2Header(t, "203.0.113.7:1", "198.51.100.1:443", true, wire.TLV{Type: wire.TLVAuthority, Value: []byte("127.0.0.3")})
 	bad := append([]byte(nil), good...)
 	bad[len(bad)-1] ^= 1
 	before := headerCounts(t, c)["bad_crc"]
