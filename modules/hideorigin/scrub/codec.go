@@ -62,6 +62,26 @@ var (
 	}}
 )
 
+// zstdReaders keeps decoders: a new one allocates megabytes of tables.
+var zstdReaders = sync.Pool{New: func() any {
+	zr, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(64<<20), zstd.WithDecoderLowmem(true))
+	if err != nil {
+		panic(err) // only for invalid options, which are constant
+	}
+	return zr
+}}
+
+// pooledReader returns its decoder to a pool once closed.
+type pooledReader struct {
+	io.Reader
+	put func()
+}
+
+func (r pooledReader) Close() error {
+	r.put()
+	return nil
+}
+
 // pooledWriter returns its encoder to a pool once closed.
 type pooledWriter struct {
 	io.WriteCloser
@@ -111,11 +131,12 @@ func NewBodyRewriter(dst io.Writer, encoding string, m *Matcher, p *Public) (*Bo
 		zw.Reset(dst)
 		enc = pooledWriter{zw, func() { zstdWriters.Put(zw) }}
 		newDec = func(r io.Reader) (io.ReadCloser, error) {
-			zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(64<<20), zstd.WithDecoderLowmem(true))
-			if err != nil {
+			zr := zstdReaders.Get().(*zstd.Decoder)
+			if err := zr.Reset(r); err != nil {
+				zstdReaders.Put(zr)
 				return nil, err
 			}
-			return zr.IOReadCloser(), nil
+			return pooledReader{zr, func() { _ = zr.Reset(nil); zstdReaders.Put(zr) }}, nil
 		}
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUndecodable, encoding)
