@@ -191,7 +191,7 @@ func (l *OriginLock) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	if err != nil {
 		return l.deny(w, r, lockResult(err), err)
 	}
-	metricLock.WithLabelValues("ok").Inc()
+	lockOK.Inc()
 	delete(r.Header, scrub.SignatureHeader)
 	ip := sig.ClientIP.String()
 	caddyhttp.SetVar(r.Context(), caddyhttp.ClientIPVarKey, ip)

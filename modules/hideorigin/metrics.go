@@ -38,3 +38,10 @@ func registerMetrics(ctx caddy.Context) {
 		}
 	}
 }
+
+// The children touched on every request, resolved once.
+var (
+	rewritesHeader = metricRewrites.WithLabelValues("header")
+	rewritesBody   = metricRewrites.WithLabelValues("body")
+	lockOK         = metricLock.WithLabelValues("ok")
+)

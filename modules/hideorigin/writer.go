@@ -51,7 +51,7 @@ func (sw *scrubWriter) WriteHeader(status int) {
 	m := h.learn(upstream)
 	hdr := sw.Header()
 	if n := m.ScrubHeaders(hdr, h.strip, sw.pub); n > 0 {
-		metricRewrites.WithLabelValues("header").Add(float64(n))
+		rewritesHeader.Add(float64(n))
 	}
 	if status < 200 && status != http.StatusSwitchingProtocols {
 		// informational (103 Early Hints carries Link headers): scrubbed, passed on
@@ -172,7 +172,7 @@ func (sw *scrubWriter) finish() error {
 	}
 	err := body.Close()
 	if n := body.Matches(); n > 0 {
-		metricRewrites.WithLabelValues("body").Add(float64(n))
+		rewritesBody.Add(float64(n))
 	}
 	if err != nil {
 		sw.h.logger.Warn("rewriting the origin's body failed", zap.String("request_id", requestID(sw.repl)), zap.Error(err))
