@@ -182,7 +182,9 @@ func TestRelayHalfCloseAndCounts(t *testing.T) {
 	defer client.Close()
 	defer backend.Close()
 	done := make(chan RelayResult, 1)
-	go func() { done <- Relay(edgeIn, edgeIn, edgeOut, RelayOptions{IdleTimeout: 5 * time.Second, Chunk: 4096}) }()
+	go func() {
+		done <- Relay(edgeIn, edgeIn, edgeOut, RelayOptions{IdleTimeout: 5 * time.Second, Chunk: 4096})
+	}()
 
 	payload := bytes.Repeat([]byte("x"), 100_000)
 	go func() { _, _ = client.Write(payload); _ = client.CloseWrite() }()

@@ -1,0 +1,155 @@
+package passthrough
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(&App{})
+	for _, n := range []string{"tcp", "tcp4", "tcp6"} {
+		caddy.RegisterNetwork(networkPrefix+n, listen)
+		caddyhttp.RegisterNetworkHTTP3(networkPrefix+n, strings.Replace(n, "tcp", "udp", 1))
+	}
+}
+
+// networkPrefix marks the listen addresses the app took over: the HTTP
+// server listens on "passthrough-tcp/:443" and gets its listener from this
+// package, with the app's wrappers in front.
+const networkPrefix = "passthrough-"
+
+// App puts listener wrappers in front of the HTTP servers that listen on the
+// HTTPS port, before the servers' own wrappers and Caddy's TLS. It is what
+// the Caddyfile `passthrough` global option generates: a global option can
+// only add an app, not change the servers the site blocks produce, so the app
+// does it when it is provisioned. It changes the network of those servers'
+// listen addresses (":443" becomes "passthrough-tcp/:443"); the network,
+// registered with caddy.RegisterNetwork, opens the socket through Caddy's
+// listener pool as usual and wraps it with ListenerWrappers. The running
+// configuration (GET /config) keeps the addresses as written.
+//
+// The order of a connection through the chain is: the app's
+// listener_wrappers in order (typically proxy_v2, then stick, then the
+// passthrough routes), then the server's own listener_wrappers, then TLS.
+type App struct {
+	// ListenerWrappers wrap the socket of each HTTPS server, first to last.
+	ListenerWrappersRaw []json.RawMessage `json:"listener_wrappers,omitempty" caddy:"namespace=caddy.listeners inline_key=wrapper"`
+
+	// Servers limits the app to these HTTP servers (names in apps.http.servers).
+	// Default: every server with a TCP listen address on the HTTPS port.
+	Servers []string `json:"servers,omitempty"`
+
+	wrappers []caddy.ListenerWrapper
+	logger   *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (*App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "passthrough",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision loads the wrappers and takes over the HTTPS listen addresses of
+// the HTTP servers.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	if a.ListenerWrappersRaw != nil {
+		vals, err := ctx.LoadModule(a, "ListenerWrappersRaw")
+		if err != nil {
+			return fmt.Errorf("passthrough: loading listener wrappers: %v", err)
+		}
+		for _, v := range vals.([]any) {
+			a.wrappers = append(a.wrappers, v.(caddy.ListenerWrapper))
+		}
+	}
+	httpAny, err := ctx.AppIfConfigured("http")
+	if err != nil {
+		return fmt.Errorf("passthrough: no HTTP server to put passthrough in front of (add a site on the HTTPS port): %v", err)
+	}
+	httpApp := httpAny.(*caddyhttp.App)
+	httpsPort := httpApp.HTTPSPort
+	if httpsPort == 0 {
+		httpsPort = caddyhttp.DefaultHTTPSPort
+	}
+	for _, name := range a.Servers {
+		if _, ok := httpApp.Servers[name]; !ok {
+			return fmt.Errorf("passthrough: servers: no HTTP server named %q", name)
+		}
+	}
+	taken := 0
+	for name, srv := range httpApp.Servers {
+		if len(a.Servers) > 0 && !slices.Contains(a.Servers, name) {
+			continue
+		}
+		for i, addr := range srv.Listen {
+			na, err := caddy.ParseNetworkAddress(addr)
+			if err != nil || !slices.Contains([]string{"tcp", "tcp4", "tcp6"}, na.Network) {
+				continue
+			}
+			if na.StartPort != uint(httpsPort) || na.EndPort != na.StartPort {
+				continue
+			}
+			srv.Listen[i] = networkPrefix + na.Network + "/" + net.JoinHostPort(na.Host, strconv.Itoa(httpsPort))
+			taken++
+			a.logger.Info("passthrough in front of HTTP server", zap.String("server", name), zap.String("address", addr))
+		}
+	}
+	if taken == 0 {
+		return fmt.Errorf("passthrough: no HTTP server listens on the HTTPS port %d (add a site there, e.g. `example.com { ... }`)", httpsPort)
+	}
+	return nil
+}
+
+// Start does nothing: the HTTP servers open the listeners.
+func (*App) Start() error { return nil }
+
+// Stop does nothing: the HTTP servers close the listeners, and relayed
+// connections end on their own.
+func (*App) Stop() error { return nil }
+
+// listen is the ListenerFunc of the passthrough networks: it opens the TCP
+// socket through Caddy's listener pool and wraps it with the app's
+// wrappers. ctx is the HTTP app's caddy.Context, which leads to the app of
+// the same configuration.
+func listen(ctx context.Context, network, host, portRange string, portOffset uint, cfg net.ListenConfig) (any, error) {
+	cctx, ok := ctx.(caddy.Context)
+	if !ok {
+		return nil, fmt.Errorf("network %s: listening outside of a Caddy config", network)
+	}
+	appAny, err := cctx.AppIfConfigured("passthrough")
+	if err != nil {
+		return nil, fmt.Errorf("network %s: %v", network, err)
+	}
+	app := appAny.(*App)
+	inner := strings.TrimPrefix(network, networkPrefix)
+	na, err := caddy.ParseNetworkAddress(inner + "/" + net.JoinHostPort(host, portRange))
+	if err != nil {
+		return nil, err
+	}
+	lnAny, err := na.Listen(ctx, portOffset, cfg)
+	if err != nil {
+		return nil, err
+	}
+	ln := lnAny.(net.Listener)
+	for _, w := range app.wrappers {
+		ln = w.WrapListener(ln)
+	}
+	return ln, nil
+}
+
+// Interface guards
+var (
+	_ caddy.App         = (*App)(nil)
+	_ caddy.Provisioner = (*App)(nil)
+)
