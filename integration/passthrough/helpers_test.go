@@ -1,0 +1,182 @@
+package passthrough_test
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// selfSigned makes a certificate of its own for a backend.
+func selfSigned(t testing.TB, names ...string) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: names[0], Organization: []string{"passthrough backend"}},
+		DNSNames:     names,
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// backend is a TLS server with its own certificate: it greets every
+// connection with "backend=<id>" and then echoes what it reads.
+type backend struct {
+	id   string
+	addr string
+	ln   net.Listener
+	mu   sync.Mutex
+	open map[net.Conn]struct{}
+	wg   sync.WaitGroup
+}
+
+func startBackend(t testing.TB, id, addr string) *backend {
+	t.Helper()
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := tls.Listen("tcp", addr, &tls.Config{
+		Certificates: []tls.Certificate{selfSigned(t, "pass.test", "a.tenant.test", "api-7.test")},
+		NextProtos:   []string{"h2", "http/1.1"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &backend{id: id, addr: ln.Addr().String(), ln: ln, open: map[net.Conn]struct{}{}}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.mu.Lock()
+			b.open[c] = struct{}{}
+			b.mu.Unlock()
+			go func() {
+				defer func() {
+					b.mu.Lock()
+					delete(b.open, c)
+					b.mu.Unlock()
+					c.Close()
+				}()
+				if _, err := fmt.Fprintf(c, "backend=%s\n", id); err != nil {
+					return
+				}
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	t.Cleanup(b.stop)
+	return b
+}
+
+// stop closes the listener and every open connection.
+func (b *backend) stop() {
+	b.ln.Close()
+	b.mu.Lock()
+	for c := range b.open {
+		c.Close()
+	}
+	b.mu.Unlock()
+	b.wg.Wait()
+}
+
+// session is a client connection through the edge.
+type session struct {
+	conn    *tls.Conn
+	r       *bufio.Reader
+	backend string // the greeting's id, for passthrough connections
+}
+
+// dialTLS connects to the edge with an SNI and completes the handshake
+// without verifying (the test inspects the certificate itself).
+func dialTLS(addr, sni string, alpn ...string) (*tls.Conn, error) {
+	d := &net.Dialer{Timeout: 3 * time.Second}
+	c, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{ServerName: sni, InsecureSkipVerify: true, NextProtos: alpn})
+	if err != nil {
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c, nil
+}
+
+// openSession dials a passthrough name and reads the backend's greeting.
+func openSession(addr, sni string) (*session, error) {
+	c, err := dialTLS(addr, sni, "h2")
+	if err != nil {
+		return nil, err
+	}
+	s := &session{conn: c, r: bufio.NewReader(c)}
+	line, err := s.r.ReadString('\n')
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("reading greeting: %w", err)
+	}
+	s.backend = strings.TrimPrefix(strings.TrimSpace(line), "backend=")
+	return s, nil
+}
+
+// echo sends a line and checks it comes back.
+func (s *session) echo(msg string) error {
+	_ = s.conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := fmt.Fprintf(s.conn, "%s\n", msg); err != nil {
+		return err
+	}
+	got, err := s.r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(got) != msg {
+		return fmt.Errorf("echo %q came back as %q", msg, got)
+	}
+	return nil
+}
+
+// peerOrg is the organization of the certificate the edge presented.
+func peerOrg(c *tls.Conn) string {
+	certs := c.ConnectionState().PeerCertificates
+	if len(certs) == 0 {
+		return ""
+	}
+	return strings.Join(certs[0].Issuer.Organization, ",") + "|" + certs[0].Issuer.CommonName
+}
+
+// eventually retries f until it succeeds or the time is up.
+func eventually(t testing.TB, within time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
