@@ -254,9 +254,12 @@ func (h *HideOrigin) publicFor(r *http.Request, repl *caddy.Replacer) (*scrub.Pu
 	}
 	name, port, err := net.SplitHostPort(host)
 	if err != nil {
-		name, port = host, ""
+		name, port = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"), ""
 	}
-	if strings.Contains(name, ":") && !strings.HasPrefix(name, "[") {
+	if !scrub.ValidPublicHost(name, port) {
+		return nil, fmt.Errorf("the request's Host %q cannot be written into responses", host)
+	}
+	if strings.Contains(name, ":") {
 		name = "[" + name + "]"
 	}
 	if port == "443" && scheme == "https" || port == "80" && scheme == "http" {
@@ -276,7 +279,7 @@ func (h *HideOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	h.prepareRequest(r)
 	pub, err := h.publicFor(r, repl)
 	if err != nil {
-		return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("hide_origin: public: %v", err))
+		return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("hide_origin: public: %v", err))
 	}
 	var before http.Header
 	if len(h.bodyTypes) > 0 && r.Method == http.MethodGet && r.Header.Get("Range") != "" {

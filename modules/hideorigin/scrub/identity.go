@@ -450,6 +450,9 @@ func ParsePublic(s string) (Public, error) {
 		return Public{}, fmt.Errorf("public %q: only scheme, host and port are allowed", in)
 	}
 	host, port := u.Hostname(), u.Port()
+	if !ValidPublicHost(host, port) {
+		return Public{}, fmt.Errorf("public %q: invalid host or port", in)
+	}
 	if strings.Contains(host, ":") {
 		host = "[" + host + "]"
 	}
@@ -457,6 +460,26 @@ func ParsePublic(s string) (Public, error) {
 		port = ""
 	}
 	return NewPublic(scheme, host, port), nil
+}
+
+// ValidPublicHost reports whether host (a DNS name, IPv4, or IPv6 without
+// brackets) and port (digits or empty) are safe to write into headers and
+// bodies. A request's Host header is chosen by the client: anything else
+// (quotes, parentheses, '+', ...) could be reflected into a page.
+func ValidPublicHost(host, port string) bool {
+	if host == "" || len(host) > 253 || len(port) > 5 {
+		return false
+	}
+	for i := 0; i < len(port); i++ {
+		if port[i] < '0' || port[i] > '9' {
+			return false
+		}
+	}
+	if strings.Contains(host, ":") {
+		_, err := netip.ParseAddr(host)
+		return err == nil && !strings.Contains(host, "%")
+	}
+	return checkHostname(host) == nil
 }
 
 // NewPublic builds a Public from parts that are already valid.

@@ -145,6 +145,22 @@ func TestStreamSplits(t *testing.T) {
 	}
 }
 
+func TestPublicHost(t *testing.T) {
+	for _, ok := range [][2]string{{"example.com", ""}, {"localhost", "8443"}, {"10.0.0.1", "80"}, {"fd00::1", ""}, {"a_b.example", ""}} {
+		if !ValidPublicHost(ok[0], ok[1]) {
+			t.Errorf("%q %q refused", ok[0], ok[1])
+		}
+	}
+	for _, bad := range [][2]string{{"x'+alert(1)+'", ""}, {"a\"b", ""}, {"", ""}, {"example.com", "80a"}, {"fe80::1%eth0", ""}, {"a..b", ""}, {"a/b", ""}} {
+		if ValidPublicHost(bad[0], bad[1]) {
+			t.Errorf("%q %q accepted", bad[0], bad[1])
+		}
+	}
+	if _, err := ParsePublic("https://ex(ample).com"); err == nil {
+		t.Error("public with parentheses accepted")
+	}
+}
+
 func TestScrubHeaders(t *testing.T) {
 	m, p := testMatcher(t)
 	strip, err := NewStripSet([]string{"X-Debug"}, []string{"X-Served-By"})
