@@ -347,15 +347,19 @@ func (h *Handler) proxyHeader(cx *layer4.Connection, hello engine.Hello) ([]byte
 	return hdr.AppendV2(nil, h.crc)
 }
 
+// addrPort converts a connection address, IPv4-mapped IPv6 addresses (a
+// dual-stack socket's view of IPv4 clients) to IPv4.
 func addrPort(a net.Addr) (netip.AddrPort, error) {
+	var ap netip.AddrPort
 	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.AddrPort(), nil
+		ap = ta.AddrPort()
+	} else {
+		var err error
+		if ap, err = netip.ParseAddrPort(a.String()); err != nil {
+			return netip.AddrPort{}, fmt.Errorf("address %q is not an IP address and port", a)
+		}
 	}
-	ap, err := netip.ParseAddrPort(a.String())
-	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("address %q is not an IP address and port", a)
-	}
-	return ap, nil
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
 }
 
 func hostOf(a net.Addr) string {
