@@ -296,7 +296,8 @@ func TestHiddenBehaviour(t *testing.T) {
 	}
 	// a client-supplied X-Forwarded-For chain never reaches the origin; the
 	// origin sees the signed client address, then the edge's
-	resp, body = get(t, s.edge+"/echo-xff", map[string]string{"X-Forwarded-For": "198.51.100.66", "Rampart-Edge-Signature": "forged"})
+	resp, body = get(t, s.edge+"/echo-xff", map[string]string{"X-Forwarded-For": "198.51.100.66", "Rampart-Edge-Signature": "forged",
+		"X-Real-Ip": "198.51.100.67", "Forwarded": "for=198.51.100.68", "True-Client-Ip": "198.51.100.69"})
 	if resp.StatusCode != 200 || body != "xff=127.0.0.1, 127.0.0.1 sig=" {
 		t.Errorf("through the edge: %d %q", resp.StatusCode, body)
 	}
@@ -306,6 +307,12 @@ func TestHiddenBehaviour(t *testing.T) {
 	s.caddy.LoadCaddyfile(fmt.Sprintf("{\n\tauto_https disable_redirects\n}\n%s {\n\t%s\n\thide_origin\n\thandle /other/* {\n\t\treverse_proxy %s\n\t}\n\treverse_proxy %s\n}\n", s.edge, s.tls, other, s.app.addr))
 	if _, body := get(t, s.edge+"/mention?addr="+other, nil); body != `<a href="`+s.edge+`/">the other backend</a>` {
 		t.Errorf("sibling upstream not hidden: %q", body)
+	}
+	// a trusted proxy in front of the edge (the server's trusted_proxies):
+	// its chain is kept
+	s.caddy.LoadCaddyfile(fmt.Sprintf("{\n\tauto_https disable_redirects\n\tservers {\n\t\ttrusted_proxies static 127.0.0.1/32\n\t}\n}\n%s {\n\t%s\n\thide_origin\n\treverse_proxy %s\n}\n", s.edge, s.tls, s.app.addr))
+	if _, body := get(t, s.edge+"/echo-xff", map[string]string{"X-Forwarded-For": "198.51.100.66", "X-Real-Ip": "198.51.100.66"}); body != "xff=198.51.100.66, 127.0.0.1 sig= X-Real-Ip=198.51.100.66" {
+		t.Errorf("trusted proxy's chain: %q", body)
 	}
 	// Caddy's own error (no upstream answers) is the generic page too
 	s.caddy.LoadCaddyfile(fmt.Sprintf("{\n\tauto_https disable_redirects\n}\n%s {\n\t%s\n\thide_origin\n\treverse_proxy 127.0.0.1:%d\n}\n", s.edge, s.tls, harness.FreePort(t)))

@@ -143,6 +143,11 @@ func (o *leakyOrigin) mux() http.Handler {
 	mux.HandleFunc("/echo-xff", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		fmt.Fprintf(w, "xff=%s sig=%s", r.Header.Get("X-Forwarded-For"), r.Header.Get("Rampart-Edge-Signature"))
+		for _, h := range []string{"Forwarded", "X-Real-Ip", "True-Client-Ip"} {
+			if v := r.Header.Get(h); v != "" {
+				fmt.Fprintf(w, " %s=%s", h, v)
+			}
+		}
 	})
 	return mux
 }
