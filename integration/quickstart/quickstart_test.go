@@ -90,3 +90,28 @@ func TestQuickstartServesTheOrigin(t *testing.T) {
 		}
 	}
 }
+
+// TestQuickstartHidesTheOrigin checks the origin hiding walkthrough: no
+// origin header, redirect or link reaches the client, and the origin
+// refuses requests that did not come through the edge.
+func TestQuickstartHidesTheOrigin(t *testing.T) {
+	startQuickstart(t)
+	for _, site := range []string{"http://localhost:8080", "https://localhost:8443"} {
+		resp, body := get(t, site+"/")
+		for _, h := range []string{"Server", "X-Powered-By", "Via"} {
+			if v := resp.Header.Get(h); v != "" && v != "Caddy" {
+				t.Errorf("%s: %s: %s reached the client", site, h, v)
+			}
+		}
+		if strings.Contains(body, "10.0.0.10") || !strings.Contains(body, `href="`+site+`/login"`) {
+			t.Errorf("%s: body still names the origin or lacks the rewritten link: %q", site, body)
+		}
+		resp, _ = get(t, site+"/login")
+		if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || loc != site+"/login" {
+			t.Errorf("%s/login: %d Location %q, want 302 to %s/login", site, resp.StatusCode, loc, site)
+		}
+	}
+	if resp, _ := get(t, "http://127.0.0.1:9080/"); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("direct request to the origin: %d, want 403", resp.StatusCode)
+	}
+}
