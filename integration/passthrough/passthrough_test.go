@@ -24,7 +24,11 @@ type edge struct {
 	http  int
 }
 
-func edgeCaddyfile(httpPort, httpsPort int, passthroughBlock string) string {
+const defaultSite = `site.test {
+	respond "terminated by the edge"
+}`
+
+func edgeCaddyfile(httpPort, httpsPort int, passthroughBlock, site string) string {
 	return fmt.Sprintf(`{
 	http_port %d
 	https_port %d
@@ -32,18 +36,21 @@ func edgeCaddyfile(httpPort, httpsPort int, passthroughBlock string) string {
 	%s
 }
 
-site.test {
-	respond "terminated by the edge"
-}
-`, httpPort, httpsPort, passthroughBlock)
+%s
+`, httpPort, httpsPort, passthroughBlock, site)
 }
 
 func startEdge(t *testing.T, passthroughBlock string) *edge {
 	t.Helper()
+	return startEdgeWith(t, passthroughBlock, defaultSite)
+}
+
+func startEdgeWith(t *testing.T, passthroughBlock, site string) *edge {
+	t.Helper()
 	e := &edge{http: harness.FreePort(t)}
 	port := harness.FreePort(t)
 	e.https = fmt.Sprintf("127.0.0.1:%d", port)
-	e.caddy = harness.RunCaddyfile(t, edgeCaddyfile(e.http, port, passthroughBlock))
+	e.caddy = harness.RunCaddyfile(t, edgeCaddyfile(e.http, port, passthroughBlock, site))
 	harness.WaitListening(t, e.https, 10*time.Second)
 	return e
 }
@@ -53,7 +60,7 @@ func (e *edge) reload(t *testing.T, passthroughBlock string) {
 	_, port, _ := net.SplitHostPort(e.https)
 	var p int
 	fmt.Sscan(port, &p)
-	e.caddy.Reload(edgeCaddyfile(e.http, p, passthroughBlock))
+	e.caddy.Reload(edgeCaddyfile(e.http, p, passthroughBlock, defaultSite))
 }
 
 // TestSharedPort: passthrough names reach their backends with the
