@@ -99,3 +99,25 @@ func FuzzScrubHeaders(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParsePublic checks that an accepted public origin only ever writes
+// host characters into responses.
+func FuzzParsePublic(f *testing.F) {
+	for _, s := range []string{"https://example.com", "http://localhost:8080", "example.com", "https://[fd00::1]:8443", "https://a'b", "http://x/y"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := ParsePublic(s)
+		if err != nil {
+			return
+		}
+		for _, form := range []Form{FormBare, FormSlashes, FormHTTP, FormWS} {
+			for _, hasPort := range []bool{false, true} {
+				out := p.replacementBytes(Match{Form: form, HasPort: hasPort})
+				if i := bytes.IndexAny(out, "\"'<>()+ \\`;,\r\n"); i >= 0 {
+					t.Fatalf("public %q writes %q", s, out)
+				}
+			}
+		}
+	})
+}
