@@ -114,6 +114,21 @@ func TestSharedPort(t *testing.T) {
 	if seen["one"] != 4 || seen["two"] != 4 {
 		t.Fatalf("round robin spread %v, want 4 and 4", seen)
 	}
+	// per-route metrics, labelled with the route from the config
+	eventually(t, 5*time.Second, "metrics", func() error {
+		status, body := e.caddy.AdminRequest("GET", "/metrics", nil)
+		for _, want := range []string{
+			`rampart_passthrough_connections_total{route="pass.test"} 8`,
+			`rampart_passthrough_connections_active{route="pass.test"} 0`,
+			`rampart_passthrough_bytes_total{direction="up",route="pass.test"}`,
+			`rampart_passthrough_upstream_healthy{route="pass.test",upstream="` + b1.addr + `"} 1`,
+		} {
+			if !strings.Contains(body, want) {
+				return fmt.Errorf("GET /metrics (%d) lacks %s", status, want)
+			}
+		}
+		return nil
+	})
 	for _, name := range []string{"a.tenant.test", "api-7.test"} {
 		s, err := openSession(e.https, name)
 		if err != nil {
