@@ -343,4 +343,31 @@ func TestReloadUnderLoad(t *testing.T) {
 			t.Fatalf("session %d was on %q", i, s.backend)
 		}
 	}
+
+	// the routes are ordinary config: change the upstreams through /config
+	// (routes[0] closes non-TLS connections, routes[1] is pass.test)
+	held, err := openSession(e.https, "pass.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.conn.Close()
+	path := "/config/apps/passthrough/listener_wrappers/0/routes/1/handle/0/upstreams"
+	status, body := e.caddy.AdminRequest("PATCH", path, strings.NewReader(fmt.Sprintf("[%q]", b1.addr)))
+	if status != 200 {
+		t.Fatalf("PATCH %s: %d %s", path, status, body)
+	}
+	eventually(t, 5*time.Second, "new connections back on the old backend", func() error {
+		s, err := openSession(e.https, "pass.test")
+		if err != nil {
+			return err
+		}
+		s.conn.Close()
+		if s.backend != "old" {
+			return fmt.Errorf("reached %q", s.backend)
+		}
+		return nil
+	})
+	if err := held.echo("still here after /config"); err != nil {
+		t.Fatalf("a connection established before the /config change broke: %v", err)
+	}
 }
