@@ -2,10 +2,13 @@ package stick_test
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -297,4 +300,76 @@ func TestLayer4Tracking(t *testing.T) {
 	if got := metric(t, c, l4Rejections) - before; got != 1 {
 		t.Errorf("layer4 rejections counted %v, want 1", got)
 	}
+}
+
+// TestLayer4TrackBySNI keys a layer4 table on {l4.tls.server_name}, as the
+// passthrough option does: after the tls matcher, each ClientHello's SNI
+// gets its own entry, and `reject conn_cnt gt 2` refuses the third
+// connection for one name while another name still passes.
+func TestLayer4TrackBySNI(t *testing.T) {
+	l4Port := harness.FreePort(t)
+	origin := startEchoOrigin(t)
+	c := harness.RunCaddyfile(t, fmt.Sprintf(`{
+	stick_table per_sni {
+		type string
+		size 100
+		store conn_cnt conn_cur
+	}
+	layer4 {
+		127.0.0.1:%d {
+			@tls tls
+			route @tls {
+				track per_sni {l4.tls.server_name} {
+					reject conn_cnt gt 2
+				}
+				proxy %s
+			}
+		}
+	}
+}
+`, l4Port, origin))
+	addr := fmt.Sprintf("127.0.0.1:%d", l4Port)
+	// hello sends a ClientHello for name and reports whether it came back
+	// (the origin echoes: the proxied connection got through).
+	hello := func(name string) bool {
+		t.Helper()
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+		tc := tls.Client(conn, &tls.Config{ServerName: name, InsecureSkipVerify: true})
+		err = tc.Handshake()
+		// The echoed ClientHello is not a ServerHello: the client sees a
+		// record it did not expect; a refused connection gives EOF/reset.
+		t.Logf("%s: %v", name, err)
+		return err != nil && !isClosed(err)
+	}
+	for i := range 2 {
+		if !hello("a.example") {
+			t.Fatalf("connection %d for a.example did not get through", i+1)
+		}
+	}
+	if hello("a.example") {
+		t.Fatal("third connection for a.example got through (reject conn_cnt gt 2)")
+	}
+	if !hello("b.example") {
+		t.Fatal("b.example refused: names must have separate entries")
+	}
+	e, ok := adminEntry(t, c, "per_sni", "a.example")
+	if !ok || e.Values["conn_cnt"] != 3 {
+		t.Errorf("a.example entry: %+v, want conn_cnt 3", e)
+	}
+	if e, ok := adminEntry(t, c, "per_sni", "b.example"); !ok || e.Values["conn_cnt"] != 1 {
+		t.Errorf("b.example entry: %+v", e)
+	}
+}
+
+// isClosed reports whether err means the peer closed the connection.
+func isClosed(err error) bool {
+	if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+		return true
+	}
+	return strings.Contains(err.Error(), "connection reset")
 }
