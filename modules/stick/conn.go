@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -34,11 +35,26 @@ type connTracker struct {
 	bytes  bool
 	layer  string
 	logger *zap.Logger
+	full   *throttle
+}
+
+// throttle lets a warning through at most once a second, so that a table
+// full of held entries under attack does not flood the log.
+type throttle struct{ last atomic.Int64 }
+
+func (th *throttle) allow() bool {
+	if th == nil {
+		return true
+	}
+	now := time.Now().UnixNano()
+	last := th.last.Load()
+	return now-last >= int64(time.Second) && th.last.CompareAndSwap(last, now)
 }
 
 func (c *connTracker) provision(ctx caddy.Context, directive, layer string) error {
 	c.logger = ctx.Logger()
 	c.layer = layer
+	c.full = new(throttle)
 	t, err := lookupTable(ctx, c.Table)
 	if err != nil {
 		return fmt.Errorf("%s: %v", directive, err)
@@ -58,8 +74,8 @@ func (c *connTracker) provision(ctx caddy.Context, directive, layer string) erro
 func (c *connTracker) open(k table.Key, remote string) (ref table.Ref, ok bool) {
 	ref, err := c.tbl.Acquire(k, table.Events{Conn: true})
 	if err != nil {
-		if errors.Is(err, table.ErrFull) {
-			c.logger.Warn("connection not tracked", zap.String("table", c.Table), zap.String("remote", remote), zap.Error(err))
+		if errors.Is(err, table.ErrFull) && c.full.allow() {
+			c.logger.Warn("connection not tracked (at most one such line a second)", zap.String("table", c.Table), zap.String("remote", remote), zap.Error(err))
 		}
 		return table.Ref{}, true
 	}

@@ -78,6 +78,7 @@ type Track struct {
 
 	tbl    *table.Table
 	logger *zap.Logger
+	full   *throttle
 }
 
 // CaddyModule returns the Caddy module information.
@@ -91,6 +92,7 @@ func (Track) CaddyModule() caddy.ModuleInfo {
 // Provision finds the table.
 func (h *Track) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.full = new(throttle)
 	if h.Key == "" {
 		return fmt.Errorf("track %s: missing key expression", h.Table)
 	}
@@ -117,7 +119,9 @@ func (h *Track) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	}
 	ref, err := h.tbl.Acquire(k, table.Events{Req: true})
 	if err != nil {
-		h.logger.Warn("request not tracked", zap.String("table", h.Table), zap.String("key", keyText), zap.Error(err))
+		if h.full.allow() {
+			h.logger.Warn("request not tracked (at most one such line a second)", zap.String("table", h.Table), zap.String("key", keyText), zap.Error(err))
+		}
 		return next.ServeHTTP(w, r)
 	}
 	st := stateOf(r)
