@@ -105,52 +105,28 @@ func (c *Caddy) prepare(config []byte) []byte {
 	}
 	cfg["admin"] = map[string]any{"listen": c.Admin}
 	cfg["storage"] = map[string]any{"module": "file_system", "root": c.store}
-	apps, _ := cfg["apps"].(map[string]any)
-	if apps == nil {
-		apps = map[string]any{}
-		cfg["apps"] = apps
-	}
-	pki, _ := apps["pki"].(map[string]any)
-	if pki == nil {
-		pki = map[string]any{}
-		apps["pki"] = pki
-	}
-	cas, _ := pki["certificate_authorities"].(map[string]any)
-	if cas == nil {
-		cas = map[string]any{}
-		pki["certificate_authorities"] = cas
-	}
-	local, _ := cas["local"].(map[string]any)
-	if local == nil {
-		local = map[string]any{}
-		cas["local"] = local
-	}
+	local := child(child(child(child(cfg, "apps"), "pki"), "certificate_authorities"), "local")
 	local["install_trust"] = false
 	if os.Getenv("RAMPART_TEST_LOGS") != "1" {
 		// Caddy's own log goes to the test log only on request; access
 		// logs a test configures still go where it says.
-		logging, _ := cfg["logging"].(map[string]any)
-		if logging == nil {
-			logging = map[string]any{}
-			cfg["logging"] = logging
-		}
-		logs, _ := logging["logs"].(map[string]any)
-		if logs == nil {
-			logs = map[string]any{}
-			logging["logs"] = logs
-		}
-		def, _ := logs["default"].(map[string]any)
-		if def == nil {
-			def = map[string]any{}
-			logs["default"] = def
-		}
-		def["writer"] = map[string]any{"output": "discard"}
+		child(child(child(cfg, "logging"), "logs"), "default")["writer"] = map[string]any{"output": "discard"}
 	}
 	out, err := json.Marshal(cfg)
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	return out
+}
+
+// child returns m[key] as an object, creating it when absent.
+func child(m map[string]any, key string) map[string]any {
+	v, _ := m[key].(map[string]any)
+	if v == nil {
+		v = map[string]any{}
+		m[key] = v
+	}
+	return v
 }
 
 // AdminRequest sends a request to the admin endpoint and returns the status
