@@ -72,7 +72,9 @@ func TestSharedPort(t *testing.T) {
 	b2 := startBackend(t, "two", "")
 	b3 := startBackend(t, "three", "")
 	e := startEdge(t, fmt.Sprintf(`passthrough {
-		pass.test %s %s
+		pass.test %s %s {
+			name shared-port
+		}
 		*.tenant.test %s
 		~^api-[0-9]+\.test$ %s
 	}`, b1.addr, b2.addr, b3.addr, b3.addr))
@@ -118,10 +120,10 @@ func TestSharedPort(t *testing.T) {
 	eventually(t, 5*time.Second, "metrics", func() error {
 		status, body := e.caddy.AdminRequest("GET", "/metrics", nil)
 		for _, want := range []string{
-			`rampart_passthrough_connections_total{route="pass.test"} 8`,
-			`rampart_passthrough_connections_active{route="pass.test"} 0`,
-			`rampart_passthrough_bytes_total{direction="up",route="pass.test"}`,
-			`rampart_passthrough_upstream_healthy{route="pass.test",upstream="` + b1.addr + `"} 1`,
+			`rampart_passthrough_connections_total{route="shared-port"} 8`,
+			`rampart_passthrough_connections_active{route="shared-port"} 0`,
+			`rampart_passthrough_bytes_total{direction="up",route="shared-port"}`,
+			`rampart_passthrough_upstream_healthy{route="shared-port",upstream="` + b1.addr + `"} 1`,
 		} {
 			if !strings.Contains(body, want) {
 				return fmt.Errorf("GET /metrics (%d) lacks %s", status, want)
