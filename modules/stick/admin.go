@@ -51,23 +51,34 @@ const defaultLimit = 1000
 
 // TableInfo is one table in GET /stick-tables/.
 type TableInfo struct {
-	Name   string   `json:"name"`
-	Type   string   `json:"type"`
-	Size   int      `json:"size"`
-	Used   int      `json:"used"`
-	Expire string   `json:"expire"`
-	Data   []string `json:"data"`
+	// The table's name.
+	Name string `json:"name"`
+	// Its key type.
+	Type string `json:"type"`
+	// Maximum entries.
+	Size int `json:"size"`
+	// Entries now.
+	Used int `json:"used"`
+	// Idle lifetime of entries ("0s": none).
+	Expire string `json:"expire"`
+	// Stored data types, as store keywords.
+	Data []string `json:"data"`
 }
 
 // EntryJSON is one entry: its key, time left before expiry, holders (live
 // connections and requests) and every stored value (ban in milliseconds
 // left).
 type EntryJSON struct {
-	Key         string            `json:"key"`
-	ExpiresIn   string            `json:"expires_in"`
-	ExpiresInMs int64             `json:"expires_in_ms"`
-	Use         int               `json:"use"`
-	Values      map[string]uint64 `json:"values"`
+	// The key as text (address, prefix, decimal, string, or hex).
+	Key string `json:"key"`
+	// Time left before expiry, e.g. "9m59.9s" (the full expire while held).
+	ExpiresIn string `json:"expires_in"`
+	// The same in milliseconds.
+	ExpiresInMs int64 `json:"expires_in_ms"`
+	// Live connections and requests holding the entry.
+	Use int `json:"use"`
+	// Every stored value by name (ban: milliseconds left).
+	Values map[string]uint64 `json:"values"`
 }
 
 func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {

@@ -116,6 +116,7 @@ type trackedConn struct {
 	countsIO bool
 }
 
+// Read counts bytes from the client.
 func (tc *trackedConn) Read(b []byte) (int, error) {
 	n, err := tc.Conn.Read(b)
 	if tc.countsIO {
@@ -124,6 +125,7 @@ func (tc *trackedConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// Write counts bytes to the client.
 func (tc *trackedConn) Write(b []byte) (int, error) {
 	n, err := tc.Conn.Write(b)
 	if tc.countsIO {

@@ -244,6 +244,7 @@ type countingBody struct {
 	n uint64
 }
 
+// Read counts request body bytes.
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n += uint64(n)

@@ -114,8 +114,11 @@ func (k Kind) summable() bool {
 // Field is one stored data type: an array of Count elements for gpc, gpc_rate
 // and gpt, one element otherwise; Period for rates.
 type Field struct {
-	Kind   Kind
-	Count  int
+	// The data type.
+	Kind Kind
+	// Elements of gpc, gpc_rate and gpt arrays (1 for the others).
+	Count int
+	// The period of a rate (0 for the others).
 	Period time.Duration
 
 	off   int // word offset of the field in an entry's data
@@ -143,6 +146,7 @@ const DefaultKeyLen = 32
 
 // Column names one readable value: a field and an element of it.
 type Column struct {
+	// The value's name: conn_cnt, http_req_rate, gpc0, gpc1_rate, gpt0, ...
 	Name  string
 	field int
 	elem  int
