@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -65,7 +66,14 @@ func BenchmarkTrackReadParallel(b *testing.B) {
 	}
 	var worker atomic.Uint32
 	b.ReportAllocs()
+	cpu0 := processCPU()
 	b.ResetTimer()
+	defer func() {
+		// CPU time per operation: if it stays flat from -cpu 1 to -cpu 2,
+		// the operations do not slow each other down, and throughput scales
+		// with the cores the machine really gives.
+		b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+	}()
 	b.RunParallel(func(pb *testing.PB) {
 		i := int(worker.Add(1)) * 7919
 		for pb.Next() {
@@ -79,6 +87,13 @@ func BenchmarkTrackReadParallel(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// processCPU returns the user+system CPU time of the process in ns.
+func processCPU() int64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
 // BenchmarkLookup is the stick matcher with `key <expr>`: a read without
