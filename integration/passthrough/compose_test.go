@@ -60,27 +60,7 @@ func TestComposeWithProxyV2(t *testing.T) {
 	if _, err := caddy.GetModule("caddy.listeners.proxy_v2"); err != nil {
 		t.Skip("the proxy_v2 listener wrapper is not registered in this build")
 	}
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	got := make(chan *wire.Header, 1)
-	go func() {
-		c, err := raw.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		var h wire.Header
-		if _, err := wire.ReadHeader(c, nil, 4096, &h); err != nil {
-			t.Errorf("receiver: %v", err)
-			got <- nil
-			return
-		}
-		got <- &h
-	}()
+	rawAddr, headers := headerReceiver(t)
 	edgeT := startEdgeWith(t, fmt.Sprintf(`passthrough {
 		listener_wrappers {
 			proxy_v2 {
@@ -90,22 +70,14 @@ func TestComposeWithProxyV2(t *testing.T) {
 		pass.test %s {
 			proxy_protocol v2
 		}
-	}`, raw.Addr()), `site.test {
+	}`, rawAddr), `site.test {
 	respond "client {remote_host}"
 }`)
 
 	c := dialBehindLB(t, edgeT.https, "pass.test", "203.0.113.7:4242")
 	go func() { _ = c.Handshake() }()
-	var h *wire.Header
-	select {
-	case h = <-got:
-	case <-time.After(10 * time.Second):
-		t.Fatal("nothing reached the passthrough backend")
-	}
+	h := nextHeader(t, headers)
 	c.Close()
-	if h == nil {
-		return
-	}
 	if h.Source.String() != "203.0.113.7:4242" {
 		t.Fatalf("passthrough backend got source %s, want the client from the load balancer's header", h.Source)
 	}

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/rampart-edge/caddy-rampart/modules/proxyv2/wire"
 )
 
 // selfSigned makes a certificate of its own for a backend.
@@ -163,6 +165,70 @@ func peerOrg(c *tls.Conn) string {
 		return ""
 	}
 	return strings.Join(certs[0].Issuer.Organization, ",") + "|" + certs[0].Issuer.CommonName
+}
+
+// headerReceiver accepts one connection, parses its PROXY header with the
+// wire package and checks that the TLS ClientHello follows it. It returns
+// its address and the header (nil after an error, which fails the test).
+func headerReceiver(t testing.TB) (string, <-chan *wire.Header) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	headers := make(chan *wire.Header, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		var h wire.Header
+		rest, err := wire.ReadHeader(c, nil, 4096, &h)
+		if err == nil && (len(rest) == 0 || rest[0] != 22) {
+			err = fmt.Errorf("the ClientHello does not follow the header (%d bytes)", len(rest))
+		}
+		if err != nil {
+			t.Errorf("receiver: %v", err)
+			headers <- nil
+			return
+		}
+		headers <- &h
+	}()
+	return ln.Addr().String(), headers
+}
+
+// nextHeader waits for the receiver's header.
+func nextHeader(t testing.TB, headers <-chan *wire.Header) *wire.Header {
+	t.Helper()
+	select {
+	case h := <-headers:
+		if h == nil {
+			t.FailNow()
+		}
+		return h
+	case <-time.After(10 * time.Second):
+		t.Fatal("no PROXY header reached the receiver")
+		return nil
+	}
+}
+
+// waitBackend waits until new connections to name reach the backend want.
+func waitBackend(t testing.TB, addr, name, want string) {
+	t.Helper()
+	eventually(t, 5*time.Second, "new connections on backend "+want, func() error {
+		s, err := openSession(addr, name)
+		if err != nil {
+			return err
+		}
+		s.conn.Close()
+		if s.backend != want {
+			return fmt.Errorf("reached %q", s.backend)
+		}
+		return nil
+	})
 }
 
 // eventually retries f until it succeeds or the time is up.

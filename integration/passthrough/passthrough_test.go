@@ -322,17 +322,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond)
 	e.reload(t, fmt.Sprintf("passthrough {\n\t\tpass.test %s\n\t}", b2.addr))
-	eventually(t, 5*time.Second, "new connections on the new backend", func() error {
-		s, err := openSession(e.https, "pass.test")
-		if err != nil {
-			return err
-		}
-		s.conn.Close()
-		if s.backend != "new" {
-			return fmt.Errorf("reached %q", s.backend)
-		}
-		return nil
-	})
+	waitBackend(t, e.https, "pass.test", "new")
 	time.Sleep(300 * time.Millisecond)
 	close(stop)
 	for range n {
@@ -358,17 +348,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	if status != 200 {
 		t.Fatalf("PATCH %s: %d %s", path, status, body)
 	}
-	eventually(t, 5*time.Second, "new connections back on the old backend", func() error {
-		s, err := openSession(e.https, "pass.test")
-		if err != nil {
-			return err
-		}
-		s.conn.Close()
-		if s.backend != "old" {
-			return fmt.Errorf("reached %q", s.backend)
-		}
-		return nil
-	})
+	waitBackend(t, e.https, "pass.test", "old")
 	if err := held.echo("still here after /config"); err != nil {
 		t.Fatalf("a connection established before the /config change broke: %v", err)
 	}

@@ -32,31 +32,7 @@ backend be
 `, hp, tlsBackend.addr))
 
 	// a bare receiver that parses the header with the wire package
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	headers := make(chan *wire.Header, 1)
-	go func() {
-		c, err := raw.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		var h wire.Header
-		rest, err := wire.ReadHeader(c, nil, 4096, &h)
-		if err != nil {
-			t.Errorf("receiver: %v", err)
-			headers <- nil
-			return
-		}
-		if len(rest) == 0 || rest[0] != 22 {
-			t.Errorf("receiver: the ClientHello does not follow the header (%d bytes)", len(rest))
-		}
-		headers <- &h
-	}()
+	rawAddr, headers := headerReceiver(t)
 
 	e := startEdge(t, fmt.Sprintf(`passthrough {
 		pass.test %s {
@@ -65,7 +41,7 @@ backend be
 		api-1.test %s {
 			proxy_protocol v2 authority alpn crc32c
 		}
-	}`, hp, raw.Addr().String()))
+	}`, hp, rawAddr))
 
 	s, err := openSession(e.https, "pass.test")
 	if err != nil {
@@ -94,15 +70,7 @@ backend be
 	tc := tls.Client(c, &tls.Config{ServerName: "api-1.test", NextProtos: []string{"h2", "http/1.1"}, InsecureSkipVerify: true})
 	_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
 	go func() { _ = tc.Handshake() }()
-	var h *wire.Header
-	select {
-	case h = <-headers:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no PROXY header reached the receiver")
-	}
-	if h == nil {
-		return
-	}
+	h := nextHeader(t, headers)
 	if h.Version != 2 || h.Command != wire.CommandProxy {
 		t.Fatalf("header %+v", h)
 	}
