@@ -55,10 +55,12 @@ func dialBehindLB(t *testing.T, edgeAddr, sni, client string) *tls.Conn {
 // passthrough routes. A PROXY v2 header that arrives in the same segment as
 // the ClientHello is read, the passthrough backend receives the original
 // client's address in its own PROXY header, and the terminated site sees
-// the same client.
+// the same client, with the header's fields as placeholders.
 func TestComposeWithProxyV2(t *testing.T) {
-	if _, err := caddy.GetModule("caddy.listeners.proxy_v2"); err != nil {
-		t.Skip("the proxy_v2 listener wrapper is not registered in this build")
+	for _, mod := range []string{"caddy.listeners.proxy_v2", "http.handlers.proxy_v2_vars"} {
+		if _, err := caddy.GetModule(mod); err != nil {
+			t.Skipf("%s is not registered in this build", mod)
+		}
 	}
 	rawAddr, headers := headerReceiver(t)
 	edgeT := startEdgeWith(t, fmt.Sprintf(`passthrough {
@@ -71,7 +73,8 @@ func TestComposeWithProxyV2(t *testing.T) {
 			proxy_protocol v2
 		}
 	}`, rawAddr), `site.test {
-	respond "client {remote_host}"
+	proxy_v2_vars
+	respond "client {remote_host} header {http.request.proxy.src}"
 }`)
 
 	c := dialBehindLB(t, edgeT.https, "pass.test", "203.0.113.7:4242")
@@ -93,7 +96,7 @@ func TestComposeWithProxyV2(t *testing.T) {
 		}
 		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n")
 		body, _ := io.ReadAll(c)
-		if !strings.Contains(string(body), "client 203.0.113.9") {
+		if !strings.Contains(string(body), "client 203.0.113.9 header 203.0.113.9:5555") {
 			return fmt.Errorf("site.test answered %q", body)
 		}
 		return nil

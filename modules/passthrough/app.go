@@ -48,8 +48,8 @@ type App struct {
 	// Default: every server with a TCP listen address on the HTTPS port.
 	Servers []string `json:"servers,omitempty"`
 
-	wrappers []caddy.ListenerWrapper
-	logger   *zap.Logger
+	chains map[string][]caddy.ListenerWrapper // by rewritten listen address
+	logger *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -60,19 +60,15 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision loads the wrappers and takes over the HTTPS listen addresses of
-// the HTTP servers.
+// Provision takes over the HTTPS listen addresses of the HTTP servers and
+// loads the wrappers for each of them. The wrappers are loaded once per
+// server with that server in the context, as the server's own listener
+// wrappers are, so that they can register with it (proxy_v2 registers a
+// ConnContext that makes its placeholders work in HTTP handlers).
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
-	if a.ListenerWrappersRaw != nil {
-		vals, err := ctx.LoadModule(a, "ListenerWrappersRaw")
-		if err != nil {
-			return fmt.Errorf("passthrough: loading listener wrappers: %v", err)
-		}
-		for _, v := range vals.([]any) {
-			a.wrappers = append(a.wrappers, v.(caddy.ListenerWrapper))
-		}
-	}
+	a.chains = map[string][]caddy.ListenerWrapper{}
+	raw := a.ListenerWrappersRaw
 	httpAny, err := ctx.AppIfConfigured("http")
 	if err != nil {
 		return fmt.Errorf("passthrough: no HTTP server to put passthrough in front of (add a site on the HTTPS port): %v", err)
@@ -87,11 +83,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("passthrough: servers: no HTTP server named %q", name)
 		}
 	}
-	taken := 0
 	for name, srv := range httpApp.Servers {
 		if len(a.Servers) > 0 && !slices.Contains(a.Servers, name) {
 			continue
 		}
+		var wrappers []caddy.ListenerWrapper
 		for i, addr := range srv.Listen {
 			na, err := caddy.ParseNetworkAddress(addr)
 			if err != nil || !slices.Contains([]string{"tcp", "tcp4", "tcp6"}, na.Network) {
@@ -100,15 +96,36 @@ func (a *App) Provision(ctx caddy.Context) error {
 			if na.StartPort != uint(httpsPort) || na.EndPort != na.StartPort {
 				continue
 			}
+			if wrappers == nil {
+				if wrappers, err = a.loadWrappers(ctx, srv, raw); err != nil {
+					return err
+				}
+			}
 			srv.Listen[i] = networkPrefix + na.Network + "/" + net.JoinHostPort(na.Host, strconv.Itoa(httpsPort))
-			taken++
+			a.chains[srv.Listen[i]] = wrappers
 			a.logger.Info("passthrough in front of HTTP server", zap.String("server", name), zap.String("address", addr))
 		}
 	}
-	if taken == 0 {
+	if len(a.chains) == 0 {
 		return fmt.Errorf("passthrough: no HTTP server listens on the HTTPS port %d (add a site there, e.g. `example.com { ... }`)", httpsPort)
 	}
 	return nil
+}
+
+// loadWrappers loads the wrapper modules for one HTTP server.
+func (a *App) loadWrappers(ctx caddy.Context, srv *caddyhttp.Server, raw []json.RawMessage) ([]caddy.ListenerWrapper, error) {
+	sctx := ctx
+	sctx.Context = context.WithValue(ctx.Context, caddyhttp.ServerCtxKey, srv)
+	a.ListenerWrappersRaw = slices.Clone(raw)
+	vals, err := sctx.LoadModule(a, "ListenerWrappersRaw")
+	if err != nil {
+		return nil, fmt.Errorf("passthrough: loading listener wrappers: %v", err)
+	}
+	wrappers := []caddy.ListenerWrapper{}
+	for _, v := range vals.([]any) {
+		wrappers = append(wrappers, v.(caddy.ListenerWrapper))
+	}
+	return wrappers, nil
 }
 
 // Start does nothing: the HTTP servers open the listeners.
@@ -132,6 +149,11 @@ func listen(ctx context.Context, network, host, portRange string, portOffset uin
 		return nil, fmt.Errorf("network %s: %v", network, err)
 	}
 	app := appAny.(*App)
+	key := network + "/" + net.JoinHostPort(host, portRange)
+	chain, ok := app.chains[key]
+	if !ok {
+		return nil, fmt.Errorf("network %s: no passthrough chain for %s", network, key)
+	}
 	inner := strings.TrimPrefix(network, networkPrefix)
 	na, err := caddy.ParseNetworkAddress(inner + "/" + net.JoinHostPort(host, portRange))
 	if err != nil {
@@ -142,7 +164,7 @@ func listen(ctx context.Context, network, host, portRange string, portOffset uin
 		return nil, err
 	}
 	ln := lnAny.(net.Listener)
-	for _, w := range app.wrappers {
+	for _, w := range chain {
 		ln = w.WrapListener(ln)
 	}
 	return ln, nil

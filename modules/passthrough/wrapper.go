@@ -69,12 +69,21 @@ func handOn(cx *layer4.Connection) error {
 		return nil
 	}
 	select {
-	case r.conns <- cx:
+	case r.conns <- handedOn{cx}:
 		return errHandedOff
 	case <-r.done:
 		return nil
 	}
 }
+
+// handedOn is a connection given to the next listener: the bytes the
+// matchers read are read first. NetConn exposes the connection beneath for
+// code that looks for a wrapper there without reading (proxy_v2's
+// placeholders); reading from it directly would skip those bytes.
+type handedOn struct{ *layer4.Connection }
+
+// NetConn returns the connection beneath the matching buffer.
+func (h handedOn) NetConn() net.Conn { return h.Connection.Conn }
 
 // routerCtxKey finds the router of a connection in its context.
 const routerCtxKey caddy.CtxKey = "passthrough.router"
