@@ -373,3 +373,106 @@ func isClosed(err error) bool {
 	}
 	return strings.Contains(err.Error(), "connection reset")
 }
+
+// proxyV2Header is a PROXY protocol v2 header for a TCP/IPv4 connection
+// from src to 127.0.0.1:443 (no TLVs).
+func proxyV2Header(src [4]byte, srcPort uint16) []byte {
+	h := []byte("\r\n\r\n\x00\r\nQUIT\n")
+	h = append(h, 0x21, 0x11, 0, 12)
+	h = append(h, src[:]...)
+	h = append(h, 127, 0, 0, 1)
+	return append(h, byte(srcPort>>8), byte(srcPort), 1, 187)
+}
+
+// TestListenerBehindProxyV2 places the stick wrapper after proxy_v2: it
+// keys on the client address the PROXY header carries, refuses a banned
+// client before its TLS handshake, and a trusted peer that has not sent its
+// header yet does not hold up the accept loop.
+func TestListenerBehindProxyV2(t *testing.T) {
+	port := harness.FreePort(t)
+	c := harness.RunCaddyfile(t, fmt.Sprintf(`{
+	auto_https disable_redirects
+	stick_table per_ip {
+		type ip
+		size 1k
+		expire 1m
+		store conn_cnt conn_cur ban
+	}
+	servers :%[1]d {
+		listener_wrappers {
+			proxy_v2 {
+				trust 127.0.0.1/32
+				untrusted reject
+				timeout 5s
+			}
+			stick per_ip {
+				reject banned
+			}
+			tls
+		}
+	}
+}
+
+https://localhost:%[1]d {
+	tls internal
+	respond "hi"
+}
+`, port))
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	tlsConf := &tls.Config{InsecureSkipVerify: true, ServerName: "localhost"}
+	// handshake dials, sends a PROXY header for src and shakes hands.
+	handshake := func(src [4]byte) error {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(4 * time.Second))
+		if _, err := conn.Write(proxyV2Header(src, 40000)); err != nil {
+			t.Fatal(err)
+		}
+		return tls.Client(conn, tlsConf).Handshake()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for handshake([4]byte{192, 0, 2, 10}) != nil { // the internal certificate may take a moment
+		if time.Now().After(deadline) {
+			t.Fatal("no TLS handshake through proxy_v2 + stick")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// A trusted peer that connects and stays silent...
+	silent, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	time.Sleep(50 * time.Millisecond)
+	// ...does not delay the next client.
+	start := time.Now()
+	if err := handshake([4]byte{192, 0, 2, 11}); err != nil {
+		t.Fatalf("handshake while another peer is silent: %v", err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("a silent peer held up the next connection for %v", took)
+	}
+
+	adminJSON(t, c, http.MethodPut, "/stick-tables/per_ip/192.0.2.9", `{"ban": "1m"}`, 200)
+	start = time.Now()
+	err = handshake([4]byte{192, 0, 2, 9})
+	if err == nil {
+		t.Fatal("banned client (from the PROXY header) completed a TLS handshake")
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("banned client's handshake hung: %v", err)
+	}
+	if err := handshake([4]byte{192, 0, 2, 10}); err != nil {
+		t.Fatalf("unbanned client refused: %v", err)
+	}
+	if e, ok := adminEntry(t, c, "per_ip", "192.0.2.9"); !ok || e.Values["conn_cnt"] != 1 {
+		t.Errorf("banned client's entry: %+v", e)
+	}
+	if _, ok := adminEntry(t, c, "per_ip", "127.0.0.1"); ok {
+		t.Error("the load balancer's own address was tracked instead of the client's")
+	}
+}

@@ -107,17 +107,54 @@ func addrKey(t *table.Table, addr net.Addr) (table.Key, error) {
 }
 
 // trackedConn releases its entry, with the bytes it carried, when closed.
+// A lazy trackedConn (one accepted from another listener wrapper, such as
+// proxy_v2, whose RemoteAddr may wait for a header) counts itself on its
+// first read or write, in the connection's own goroutine, so that the
+// accept loop never waits for a client; a rejected one is closed there,
+// before the reader (TLS) sees any byte.
 type trackedConn struct {
 	net.Conn
 	c        *connTracker
 	ref      table.Ref
 	in, out  atomic.Uint64
-	once     sync.Once
 	countsIO bool
+
+	lazy      bool
+	startOnce sync.Once
+	refused   error
+	once      sync.Once
+}
+
+// errRejected is what a rejected lazy connection's reader gets.
+var errRejected = errors.New("connection rejected by a stick table rule")
+
+// start tracks a lazy connection once and reports whether it was refused.
+func (tc *trackedConn) start() error {
+	if !tc.lazy {
+		return nil
+	}
+	tc.startOnce.Do(func() {
+		remote := tc.Conn.RemoteAddr()
+		k, err := addrKey(tc.c.tbl, remote)
+		if err != nil {
+			return // no usable address (e.g. a refused PROXY header): untracked
+		}
+		ref, ok := tc.c.open(k, remote.String())
+		if !ok {
+			tc.refused = errRejected
+			_ = tc.Conn.Close()
+			return
+		}
+		tc.ref = ref
+	})
+	return tc.refused
 }
 
 // Read counts bytes from the client.
 func (tc *trackedConn) Read(b []byte) (int, error) {
+	if err := tc.start(); err != nil {
+		return 0, err
+	}
 	n, err := tc.Conn.Read(b)
 	if tc.countsIO {
 		tc.in.Add(uint64(n))
@@ -127,6 +164,9 @@ func (tc *trackedConn) Read(b []byte) (int, error) {
 
 // Write counts bytes to the client.
 func (tc *trackedConn) Write(b []byte) (int, error) {
+	if err := tc.start(); err != nil {
+		return 0, err
+	}
 	n, err := tc.Conn.Write(b)
 	if tc.countsIO {
 		tc.out.Add(uint64(n))
@@ -134,8 +174,12 @@ func (tc *trackedConn) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// Close closes the connection and releases the entry once.
+// Close closes the connection and releases the entry once. A lazy
+// connection closed before its first read or write was never counted.
 func (tc *trackedConn) Close() error {
+	if tc.lazy {
+		tc.startOnce.Do(func() { tc.refused = net.ErrClosed })
+	}
 	err := tc.Conn.Close()
 	tc.release()
 	return err
@@ -143,7 +187,9 @@ func (tc *trackedConn) Close() error {
 
 func (tc *trackedConn) release() {
 	tc.once.Do(func() {
-		tc.c.tbl.Release(tc.ref, table.Events{ConnEnd: true, In: tc.in.Load(), Out: tc.out.Load()})
+		if tc.ref.Valid() {
+			tc.c.tbl.Release(tc.ref, table.Events{ConnEnd: true, In: tc.in.Load(), Out: tc.out.Load()})
+		}
 	})
 }
 
@@ -157,7 +203,10 @@ func (tc *trackedConn) NetConn() net.Conn { return tc.Conn }
 // and bytes_in/out when stored. A connection for which a reject rule holds
 // is closed right after accept, before any byte is read, so before any TLS
 // handshake. Place it after proxy_v2 (whose connections report the real
-// client address) and before tls. The table must be of type ip or ipv6.
+// client address) and before tls: behind proxy_v2 the connection is counted
+// and checked when the server first reads from it (so the accept loop never
+// waits for a PROXY header), still before TLS reads a byte. The table must
+// be of type ip or ipv6.
 type ListenerWrapper struct {
 	connTracker
 }
@@ -188,12 +237,18 @@ type stickListener struct {
 	lw *ListenerWrapper
 }
 
-// Accept returns the next connection that no reject rule refuses.
+// Accept returns the next connection that no reject rule refuses. A plain
+// TCP connection is counted and checked here; a connection from another
+// wrapper (proxy_v2, whose address may only be known once its header
+// arrives) is counted on its first read, in its own goroutine.
 func (l *stickListener) Accept() (net.Conn, error) {
 	for {
 		conn, err := l.Listener.Accept()
 		if err != nil {
 			return nil, err
+		}
+		if _, direct := conn.(*net.TCPConn); !direct {
+			return &trackedConn{Conn: conn, c: &l.lw.connTracker, countsIO: l.lw.bytes, lazy: true}, nil
 		}
 		k, err := addrKey(l.lw.tbl, conn.RemoteAddr())
 		if err != nil {
