@@ -78,7 +78,7 @@ type HideOrigin struct {
 	NoAutoUpstreams bool `json:"no_auto_upstreams,omitempty"`
 
 	ids       *identities
-	strip     scrub.StripSet
+	strip     *scrub.HeaderScrubber
 	bodyTypes []string
 	generic   bool
 	key       *scrub.Key
@@ -148,7 +148,7 @@ func (h *HideOrigin) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("hide_origin: strip/keep: %v", err)
 	}
-	h.strip = strip
+	h.strip = scrub.NewHeaderScrubber(strip)
 
 	if !h.BodyOff {
 		h.bodyTypes = h.Body

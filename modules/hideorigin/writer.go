@@ -50,7 +50,7 @@ func (sw *scrubWriter) WriteHeader(status int) {
 	upstream, _ := sw.repl.GetString("http.reverse_proxy.upstream.hostport")
 	m := h.learn(upstream)
 	hdr := sw.Header()
-	if n := m.ScrubHeaders(hdr, h.strip, sw.pub); n > 0 {
+	if n := h.strip.Scrub(m, hdr, sw.pub); n > 0 {
 		rewritesHeader.Add(float64(n))
 	}
 	if status < 200 && status != http.StatusSwitchingProtocols {

@@ -45,6 +45,39 @@ var DefaultStrip = []string{
 // StripSet is a set of canonical header names to remove.
 type StripSet map[string]struct{}
 
+// stripFilter is a quick pre-check in front of a StripSet: bit len(name)
+// of entry name[0] is set when some stripped name has that first byte and
+// length, so most headers (Content-Type, Date, ...) never touch the map.
+type stripFilter [256]uint64
+
+func (f *stripFilter) add(name string) {
+	if len(name) < 64 {
+		f[name[0]] |= 1 << len(name)
+	} else {
+		f[name[0]] |= 1 // long names: always look them up
+	}
+}
+
+func (f *stripFilter) maybe(name string) bool {
+	if name == "" {
+		return false
+	}
+	bits := f[name[0]]
+	if len(name) >= 64 {
+		return bits&1 != 0
+	}
+	return bits&(1<<len(name)) != 0
+}
+
+// filter returns the quick pre-check for this set.
+func (s StripSet) filter() *stripFilter {
+	f := new(stripFilter)
+	for name := range s {
+		f.add(name)
+	}
+	return f
+}
+
 // NewStripSet returns DefaultStrip plus add minus keep. Names are checked to
 // be valid header field names.
 func NewStripSet(add, keep []string) (StripSet, error) {
@@ -97,12 +130,34 @@ func validHeaderName(h string) bool {
 // entries that name an identity are dropped (they advertise the origin's own
 // endpoints). It returns how many values were changed or removed.
 func (m *Matcher) ScrubHeaders(h http.Header, strip StripSet, p *Public) int {
+	return m.scrubHeaders(h, strip, strip.filter(), p)
+}
+
+// HeaderScrubber is ScrubHeaders with the strip set's pre-check built once.
+type HeaderScrubber struct {
+	strip  StripSet
+	filter *stripFilter
+}
+
+// NewHeaderScrubber prepares a strip set for repeated use.
+func NewHeaderScrubber(strip StripSet) *HeaderScrubber {
+	return &HeaderScrubber{strip: strip, filter: strip.filter()}
+}
+
+// Scrub is ScrubHeaders for m and p.
+func (hs *HeaderScrubber) Scrub(m *Matcher, h http.Header, p *Public) int {
+	return m.scrubHeaders(h, hs.strip, hs.filter, p)
+}
+
+func (m *Matcher) scrubHeaders(h http.Header, strip StripSet, f *stripFilter, p *Public) int {
 	n := 0
 	for name, vals := range h {
-		if _, ok := strip[name]; ok {
-			delete(h, name)
-			n++
-			continue
+		if f.maybe(name) {
+			if _, ok := strip[name]; ok {
+				delete(h, name)
+				n++
+				continue
+			}
 		}
 		if m.Empty() {
 			continue
@@ -142,8 +197,8 @@ func (m *Matcher) ScrubHeaders(h http.Header, strip StripSet, p *Public) int {
 // ScrubSetCookie rewrites one Set-Cookie value: a Domain attribute naming an
 // identity is removed, identities elsewhere are replaced.
 func (m *Matcher) ScrubSetCookie(v string, p *Public) (string, int) {
-	if m.Empty() {
-		return v, 0
+	if !m.Contains(v) {
+		return v, 0 // a Domain naming an identity is an occurrence too
 	}
 	parts := strings.Split(v, ";")
 	n := 0
@@ -169,7 +224,7 @@ func (m *Matcher) ScrubSetCookie(v string, p *Public) (string, int) {
 // ScrubAltSvc drops the comma-separated Alt-Svc alternatives that name an
 // identity; it returns "" when none is left.
 func (m *Matcher) ScrubAltSvc(v string) (string, int) {
-	if m.Empty() {
+	if !m.Contains(v) {
 		return v, 0
 	}
 	alts := strings.Split(v, ",")

@@ -542,6 +542,16 @@ func (m *Matcher) ReplaceString(s string, p *Public) (string, int) {
 	return b.String(), n
 }
 
+// Contains reports whether s holds an identity.
+func (m *Matcher) Contains(s string) bool {
+	if m.Empty() {
+		return false
+	}
+	buf := unsafe.Slice(unsafe.StringData(s), len(s)) // read only
+	_, ok := m.Next(buf, 0, len(buf), 0)
+	return ok
+}
+
 // FindAll returns every match in s (used by the leak auditor).
 func (m *Matcher) FindAll(b []byte) []Match {
 	var out []Match
