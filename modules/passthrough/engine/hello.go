@@ -39,8 +39,15 @@ const (
 // ErrNeedMore when b ends early (read more and call again), ErrNotTLS when b
 // is not a TLS handshake and ErrMalformed for a broken ClientHello.
 func ParseClientHello(b []byte) (Hello, error) {
-	var scratch [512]byte
-	msg := scratch[:0]
+	// the usual case: one record holds the whole ClientHello, parsed in place
+	if len(b) >= 9 && b[0] == recordHandshake && b[1] == 3 && b[5] == handshakeClient {
+		n := int(binary.BigEndian.Uint16(b[3:5]))
+		need := 4 + (int(b[6])<<16 | int(b[7])<<8 | int(b[8]))
+		if n >= need && len(b) >= 5+need && need <= MaxHelloLength {
+			return parseHelloBody(b[9 : 5+need])
+		}
+	}
+	var msg []byte
 	need := -1 // handshake message length once known
 	for {
 		if need >= 0 && len(msg) >= need {
