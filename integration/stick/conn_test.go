@@ -42,6 +42,18 @@ func waitTLS(t *testing.T, addr string, conf *tls.Config) {
 	}
 }
 
+// wantRefused fails unless a TLS handshake was refused: an error, and not a
+// timeout (a hung handshake is not a rejection).
+func wantRefused(t *testing.T, err error, who string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("TLS handshake completed for %s", who)
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("TLS handshake for %s hung instead of being refused: %v", who, err)
+	}
+}
+
 // TestAdminBanEffectiveNextRequestAndConnection bans 127.0.0.1 through the
 // admin API: the next request on an already open keep-alive connection gets
 // 403 from `stick per_ip banned`, and the next TLS connection to the
@@ -97,9 +109,8 @@ https://localhost:%[2]d {
 		t.Fatalf("next request after the ban: %d, want 403", status)
 	}
 	// Next connection: closed by the listener before any TLS handshake.
-	if _, err := tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp", fmt.Sprintf("127.0.0.1:%d", tlsPort), tlsConf); err == nil {
-		t.Fatal("TLS handshake completed for a banned client")
-	}
+	_, err := tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp", fmt.Sprintf("127.0.0.1:%d", tlsPort), tlsConf)
+	wantRefused(t, err, "a client banned through the admin API")
 	if !connClosedWithoutData(t, fmt.Sprintf("127.0.0.1:%d", tlsPort)) {
 		t.Fatal("a banned client's TCP connection stayed open")
 	}
@@ -192,13 +203,7 @@ https://localhost:%[2]d {
 	defer raw.Close()
 	hello := tls.Client(raw, tlsConf)
 	_ = hello.SetDeadline(time.Now().Add(3 * time.Second))
-	err = hello.Handshake()
-	if err == nil {
-		t.Fatal("handshake completed for a client flagged with gpc0")
-	}
-	if ne, ok := err.(net.Error); ok && ne.Timeout() {
-		t.Fatalf("handshake hung instead of being refused: %v", err)
-	}
+	wantRefused(t, hello.Handshake(), "a client flagged with gpc0")
 	if got := metric(t, c, listenerRejections) - before; got != 2 {
 		t.Errorf("listener rejections counted %v, want 2", got)
 	}
@@ -459,13 +464,7 @@ https://localhost:%[1]d {
 
 	adminJSON(t, c, http.MethodPut, "/stick-tables/per_ip/192.0.2.9", `{"ban": "1m"}`, 200)
 	start = time.Now()
-	err = handshake([4]byte{192, 0, 2, 9})
-	if err == nil {
-		t.Fatal("banned client (from the PROXY header) completed a TLS handshake")
-	}
-	if ne, ok := err.(net.Error); ok && ne.Timeout() {
-		t.Fatalf("banned client's handshake hung: %v", err)
-	}
+	wantRefused(t, handshake([4]byte{192, 0, 2, 9}), "a client banned by the address of its PROXY header")
 	if err := handshake([4]byte{192, 0, 2, 10}); err != nil {
 		t.Fatalf("unbanned client refused: %v", err)
 	}
