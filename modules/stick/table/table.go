@@ -140,8 +140,11 @@ func (t *Table) Now() int64 { return t.now() }
 // Size returns the maximum number of entries.
 func (t *Table) Size() int { return int(t.size.Load()) }
 
-// Len returns the number of entries.
-func (t *Table) Len() int { return int(t.used.Load()) }
+// Len returns the number of entries. (Inserts reserve their slot before
+// evicting, so the reservation count can pass the size for an instant while
+// concurrent inserts evict; the table itself never holds more than its
+// size, and Len never reports more.)
+func (t *Table) Len() int { return int(min(t.used.Load(), t.size.Load())) }
 
 // Evictions returns how many entries were evicted to make room.
 func (t *Table) Evictions() uint64 { return t.evictions.Load() }

@@ -580,6 +580,12 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	gpc0 := col(t, tb, "gpc0")
 	hot := key(t, tb, "192.0.2.250")
+	// Held for the whole test: never evicted or expired, so its counter
+	// must see every request.
+	hold, err := tb.Acquire(hot, Events{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var wg sync.WaitGroup
 	const workers, perWorker = 8, 2000
 	for w := range workers {
@@ -612,7 +618,40 @@ func TestConcurrentUse(t *testing.T) {
 	if tb.Len() > 500 {
 		t.Errorf("len %d exceeds size 500", tb.Len())
 	}
-	if v, ok := tb.Lookup(hot, col(t, tb, "http_req_cnt")); ok && v != workers*perWorker {
-		t.Errorf("hot key counted %d requests, want %d", v, workers*perWorker)
+	if v, ok := tb.Lookup(hot, col(t, tb, "http_req_cnt")); !ok || v != workers*perWorker {
+		t.Errorf("hot key counted %d requests (found %v), want %d", v, ok, workers*perWorker)
+	}
+	tb.Release(hold, Events{})
+}
+
+// TestConcurrentInsertBound floods a small table from several goroutines
+// with distinct keys: the entries it lists afterwards are exactly its size
+// (inserts that checked the count before reserving a slot overshot it).
+func TestConcurrentInsertBound(t *testing.T) {
+	s := mustSchema(t, "integer", "http_req_cnt")
+	tb, err := New(s, Options{Size: 256, Shards: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20_000 {
+				r, err := tb.Acquire(s.KeyFromInt(int64(w*1_000_000+i)), Events{Req: true})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				tb.Release(r, Events{})
+			}
+		}()
+	}
+	wg.Wait()
+	n := 0
+	tb.Range(func(Entry) bool { n++; return true })
+	if n != 256 || tb.Len() != 256 {
+		t.Errorf("after the flood: %d entries listed, Len %d, want 256", n, tb.Len())
 	}
 }
