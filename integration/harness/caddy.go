@@ -52,12 +52,25 @@ func RunJSON(t testing.TB, config []byte) *Caddy {
 func newCaddy(t testing.TB) *Caddy {
 	t.Helper()
 	caddyMu.Lock()
-	c := &Caddy{t: t, Admin: fmt.Sprintf("127.0.0.1:%d", FreePort(t)), store: t.TempDir()}
+	// Not t.TempDir: certificate work that Caddy started in the background
+	// may still write here for a moment after Stop.
+	store, err := os.MkdirTemp("", "rampart-caddy-storage-")
+	if err != nil {
+		caddyMu.Unlock()
+		t.Fatal(err)
+	}
+	c := &Caddy{t: t, Admin: fmt.Sprintf("127.0.0.1:%d", FreePort(t)), store: store}
 	t.Cleanup(func() {
 		if err := caddy.Stop(); err != nil {
 			t.Logf("stopping caddy: %v", err)
 		}
 		caddyMu.Unlock()
+		for range 20 {
+			if os.RemoveAll(store) == nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	})
 	return c
 }

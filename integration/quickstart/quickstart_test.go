@@ -115,3 +115,43 @@ func TestQuickstartHidesTheOrigin(t *testing.T) {
 		t.Errorf("direct request to the origin: %d, want 403", resp.StatusCode)
 	}
 }
+
+// TestQuickstartPerIPLimit follows the stick table walkthrough: 20
+// requests in 10s pass, the 21st gets 429, the table shows the client, and
+// a ban set through the admin API refuses it until the entry is deleted.
+func TestQuickstartPerIPLimit(t *testing.T) {
+	c := startQuickstart(t)
+	var codes []int
+	for range 25 {
+		resp, _ := get(t, "http://localhost:8080/")
+		codes = append(codes, resp.StatusCode)
+	}
+	for i, code := range codes {
+		want := http.StatusOK
+		if i >= 20 {
+			want = http.StatusTooManyRequests
+		}
+		if code != want {
+			t.Fatalf("request %d: %d, want %d (all: %v)", i+1, code, want, codes)
+		}
+	}
+	if resp, _ := get(t, "http://localhost:8080/"); resp.Header.Get("X-Rate-10s") != "26" {
+		t.Errorf("X-Rate-10s = %q, want 26", resp.Header.Get("X-Rate-10s"))
+	}
+	status, body := c.AdminRequest(http.MethodGet, "/stick-tables/per_ip?sort=http_req_rate", nil)
+	if status != http.StatusOK || !strings.Contains(body, `"key":"127.0.0.1"`) {
+		t.Errorf("GET /stick-tables/per_ip: %d %s", status, body)
+	}
+	if status, body := c.AdminRequest(http.MethodPut, "/stick-tables/per_ip/127.0.0.1", strings.NewReader(`{"ban": "1m"}`)); status != http.StatusOK {
+		t.Fatalf("PUT ban: %d %s", status, body)
+	}
+	if resp, body := get(t, "http://localhost:8080/"); resp.StatusCode != http.StatusForbidden || body != "banned\n" {
+		t.Errorf("after the ban: %d %q", resp.StatusCode, body)
+	}
+	if status, body := c.AdminRequest(http.MethodDelete, "/stick-tables/per_ip/127.0.0.1", nil); status != http.StatusOK {
+		t.Fatalf("DELETE: %d %s", status, body)
+	}
+	if resp, _ := get(t, "http://localhost:8080/"); resp.StatusCode != http.StatusOK {
+		t.Errorf("after DELETE: %d", resp.StatusCode)
+	}
+}
