@@ -1,6 +1,7 @@
 package hideorigin_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -8,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
+	"net/textproto"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -294,6 +297,23 @@ func TestHiddenBehaviour(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || strings.Count(body, s.edge+"/doc") != 50 || resp.Header.Get("Accept-Ranges") != "" {
 		t.Errorf("range request: %d %q %v", resp.StatusCode, body, resp.Header)
 	}
+	// 103 Early Hints are scrubbed too
+	var hints []string
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+		hints = append(hints, fmt.Sprintf("%d %s", code, h.Get("Link")))
+		return nil
+	}}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, s.edge+"/hints", nil)
+	if resp, err := httpClient().Do(req); err != nil {
+		t.Errorf("early hints: %v", err)
+	} else {
+		resp.Body.Close()
+		if len(hints) != 1 || hints[0] != "103 <"+s.edge+"/style.css>; rel=preload; as=style" {
+			t.Errorf("early hints: %q", hints)
+		}
+	}
+	// a WebSocket-style upgrade passes (headers scrubbed, stream untouched)
+	testUpgrade(t, s)
 	// a client-supplied X-Forwarded-For chain never reaches the origin; the
 	// origin sees the signed client address, then the edge's
 	resp, body = get(t, s.edge+"/echo-xff", map[string]string{"X-Forwarded-For": "198.51.100.66", "Rampart-Edge-Signature": "forged",
@@ -319,6 +339,30 @@ func TestHiddenBehaviour(t *testing.T) {
 	resp, body = get(t, s.edge+"/", nil)
 	if resp.StatusCode != http.StatusBadGateway || strings.Contains(body, "127.0.0.1") || !strings.Contains(body, "request id: ") {
 		t.Errorf("edge 502: %d %q", resp.StatusCode, body)
+	}
+}
+
+func testUpgrade(t *testing.T, s *setup) {
+	t.Helper()
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(s.edge, "https://"), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}}) //nolint:gosec
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", strings.TrimPrefix(s.edge, "https://"))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("upgrade response: %v", err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Server") != "" || resp.Header.Get("X-Backend-Server") != "" {
+		t.Fatalf("upgrade: %d %v", resp.StatusCode, resp.Header)
+	}
+	conn.Write([]byte("ping through the tunnel"))
+	got := make([]byte, len("ping through the tunnel"))
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != "ping through the tunnel" {
+		t.Fatalf("tunnel echo: %q %v", got, err)
 	}
 }
 

@@ -140,6 +140,26 @@ func (o *leakyOrigin) mux() http.Handler {
 		w.Header().Set("Content-Type", "text/html")
 		fmt.Fprintf(w, `<a href="http://%s/">the other backend</a>`, r.URL.Query().Get("addr"))
 	})
+	mux.HandleFunc("/hints", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "<"+o.base+"/style.css>; rel=preload; as=style")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprint(w, "after hints")
+	})
+	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
+		// a minimal upgrade: 101, then echo bytes (origin identities in the
+		// stream are not rewritten: frames are opaque)
+		conn, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nServer: Apache\r\nX-Backend-Server: " + strings.TrimPrefix(o.base, "http://") + "\r\n\r\n")
+		rw.Flush()
+		buf := make([]byte, 64)
+		n, _ := rw.Read(buf)
+		conn.Write(buf[:n])
+	})
 	mux.HandleFunc("/echo-xff", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		fmt.Fprintf(w, "xff=%s sig=%s", r.Header.Get("X-Forwarded-For"), r.Header.Get("Rampart-Edge-Signature"))
