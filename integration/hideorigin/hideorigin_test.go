@@ -312,6 +312,16 @@ func TestHiddenBehaviour(t *testing.T) {
 			t.Errorf("early hints: %q", hints)
 		}
 	}
+	// trailers are scrubbed too
+	if resp, err := httpClient().Get(s.edge + "/trailer"); err != nil {
+		t.Errorf("trailer: %v", err)
+	} else {
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if got := resp.Trailer.Get("X-Origin-Trace"); got != "served by "+s.edge {
+			t.Errorf("trailer: %q", got)
+		}
+	}
 	// a WebSocket-style upgrade passes (headers scrubbed, stream untouched)
 	testUpgrade(t, s)
 	// a client-supplied X-Forwarded-For chain never reaches the origin; the

@@ -140,6 +140,12 @@ func (o *leakyOrigin) mux() http.Handler {
 		w.Header().Set("Content-Type", "text/html")
 		fmt.Fprintf(w, `<a href="http://%s/">the other backend</a>`, r.URL.Query().Get("addr"))
 	})
+	mux.HandleFunc("/trailer", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Origin-Trace")
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Write([]byte("body"))
+		w.Header().Set("X-Origin-Trace", "served by "+o.base)
+	})
 	mux.HandleFunc("/hints", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Link", "<"+o.base+"/style.css>; rel=preload; as=style")
 		w.WriteHeader(http.StatusEarlyHints)

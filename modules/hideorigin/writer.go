@@ -27,6 +27,7 @@ type scrubWriter struct {
 	pub  *scrub.Public
 
 	wroteHeader bool
+	trailers    bool // the response announced trailers: scrub them at the end
 	status      int
 	discard     bool // the body is not passed on (generic error page, range refetch)
 	retryRange  bool
@@ -59,6 +60,7 @@ func (sw *scrubWriter) WriteHeader(status int) {
 		return
 	}
 	sw.wroteHeader, sw.status = true, status
+	_, sw.trailers = hdr["Trailer"]
 	if status == http.StatusSwitchingProtocols {
 		sw.ResponseWriter.WriteHeader(status)
 		return
@@ -159,8 +161,13 @@ func (sw *scrubWriter) FlushError() error {
 // Flush is FlushError for callers that use http.Flusher.
 func (sw *scrubWriter) Flush() { _ = sw.FlushError() }
 
-// finish ends the rewritten body.
+// finish ends the rewritten body and scrubs announced trailers.
 func (sw *scrubWriter) finish() error {
+	if sw.trailers {
+		// reverse_proxy copies the origin's trailers into the header map
+		// after the body: what is in the map now goes out as trailers
+		sw.h.strip.Scrub(sw.h.ids.matcher.Load(), sw.Header(), sw.pub)
+	}
 	if sw.body == nil {
 		return nil
 	}
