@@ -40,9 +40,24 @@ func edgeCaddyfile(httpPort, httpsPort int, passthroughBlock, site string) strin
 `, httpPort, httpsPort, passthroughBlock, site)
 }
 
+// startEdge starts an edge with the default site and waits for the site's
+// certificate: issuance writes to the storage directory, which must be
+// finished before the test removes it.
 func startEdge(t *testing.T, passthroughBlock string) *edge {
 	t.Helper()
-	return startEdgeWith(t, passthroughBlock, defaultSite)
+	e := startEdgeWith(t, passthroughBlock, defaultSite)
+	eventually(t, 15*time.Second, "site.test certificate", func() error {
+		c, err := dialTLS(e.https, "site.test")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if org := peerOrg(c); !strings.Contains(org, "Caddy") {
+			return fmt.Errorf("site.test certificate issued by %q, want Caddy's local CA", org)
+		}
+		return nil
+	})
+	return e
 }
 
 func startEdgeWith(t *testing.T, passthroughBlock, site string) *edge {
@@ -53,6 +68,19 @@ func startEdgeWith(t *testing.T, passthroughBlock, site string) *edge {
 	e.caddy = harness.RunCaddyfile(t, edgeCaddyfile(e.http, port, passthroughBlock, site))
 	harness.WaitListening(t, e.https, 10*time.Second)
 	return e
+}
+
+// metricValue returns the value of one series in a Prometheus text body
+// (0 when absent).
+func metricValue(body, series string) float64 {
+	for line := range strings.SplitSeq(body, "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			var v float64
+			fmt.Sscan(rest, &v)
+			return v
+		}
+	}
+	return 0
 }
 
 func (e *edge) reload(t *testing.T, passthroughBlock string) {
@@ -98,6 +126,8 @@ func TestSharedPort(t *testing.T) {
 	})
 
 	// passthrough: the backend's own certificate, load spread over both
+	const connsSeries = `rampart_passthrough_connections_total{route="shared-port"}`
+	_, before := e.caddy.AdminRequest("GET", "/metrics", nil)
 	seen := map[string]int{}
 	for range 8 {
 		s, err := openSession(e.https, "pass.test")
@@ -119,8 +149,10 @@ func TestSharedPort(t *testing.T) {
 	// per-route metrics, labelled with the route from the config
 	eventually(t, 5*time.Second, "metrics", func() error {
 		status, body := e.caddy.AdminRequest("GET", "/metrics", nil)
+		if d := metricValue(body, connsSeries) - metricValue(before, connsSeries); d != 8 {
+			return fmt.Errorf("%s grew by %v, want 8", connsSeries, d)
+		}
 		for _, want := range []string{
-			`rampart_passthrough_connections_total{route="shared-port"} 8`,
 			`rampart_passthrough_connections_active{route="shared-port"} 0`,
 			`rampart_passthrough_bytes_total{direction="up",route="shared-port"}`,
 			`rampart_passthrough_upstream_healthy{route="shared-port",upstream="` + b1.addr + `"} 1`,
