@@ -1,12 +1,14 @@
 package hideorigin
 
 import (
+	"context"
 	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
@@ -87,4 +89,27 @@ func routeUpstreamsFromJSON(t *testing.T, raw string) []string {
 		t.Fatal(err)
 	}
 	return jsonUpstreams(v)
+}
+
+func TestProvisionKeysFromEnvironment(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	t.Setenv("HO_TEST_KEY", "a-key-from-the-environment")
+	h := &HideOrigin{Sign: "{env.HO_TEST_KEY}"}
+	if err := h.Provision(ctx); err != nil || h.key == nil {
+		t.Fatalf("sign from env: %v", err)
+	}
+	l := &OriginLock{Keys: []string{"{env.HO_TEST_KEY}"}}
+	if err := l.Provision(ctx); err != nil {
+		t.Fatalf("origin_lock key from env: %v", err)
+	}
+	defer l.Cleanup()
+	h2 := &HideOrigin{Sign: "{env.HO_TEST_UNSET_KEY}"}
+	if err := h2.Provision(ctx); err == nil || !strings.Contains(err.Error(), "{env.HO_TEST_UNSET_KEY}") {
+		t.Fatalf("unset env key: %v", err)
+	}
+	l2 := &OriginLock{Keys: []string{"short"}}
+	if err := l2.Provision(ctx); err == nil || strings.Contains(err.Error(), "short") {
+		t.Fatalf("a short literal key must fail without printing it: %v", err)
+	}
 }
