@@ -201,10 +201,21 @@ func TestSharedPort(t *testing.T) {
 func TestDefaultRoute(t *testing.T) {
 	b1 := startBackend(t, "pass", "")
 	def := startBackend(t, "default", "")
-	e := startEdge(t, fmt.Sprintf(`passthrough {
+	// late.test never gets a certificate (its CA is unreachable): it is
+	// still Caddy's site, not an unknown name for the default route
+	e := startEdgeWith(t, fmt.Sprintf(`passthrough {
 		pass.test %s
 		default %s
-	}`, b1.addr, def.addr))
+	}`, b1.addr, def.addr), defaultSite+`
+
+late.test {
+	tls {
+		issuer acme {
+			dir http://127.0.0.1:9/directory
+		}
+	}
+	respond "late"
+}`)
 	eventually(t, 15*time.Second, "terminated site beside a default route", func() error {
 		c, err := dialTLS(e.https, "site.test")
 		if err != nil {
@@ -223,6 +234,10 @@ func TestDefaultRoute(t *testing.T) {
 	defer s.conn.Close()
 	if s.backend != "default" {
 		t.Fatalf("unknown.test reached %q, want the default backend", s.backend)
+	}
+	if late, err := openSession(e.https, "late.test"); err == nil {
+		late.conn.Close()
+		t.Fatalf("late.test, a site of this Caddy without a certificate yet, reached backend %q", late.backend)
 	}
 }
 

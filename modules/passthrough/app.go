@@ -116,6 +116,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 func (a *App) loadWrappers(ctx caddy.Context, srv *caddyhttp.Server, raw []json.RawMessage) ([]caddy.ListenerWrapper, error) {
 	sctx := ctx
 	sctx.Context = context.WithValue(ctx.Context, caddyhttp.ServerCtxKey, srv)
+	sctx.Context = context.WithValue(sctx.Context, siteNamesCtxKey, siteNames(srv))
 	a.ListenerWrappersRaw = slices.Clone(raw)
 	vals, err := sctx.LoadModule(a, "ListenerWrappersRaw")
 	if err != nil {
@@ -126,6 +127,26 @@ func (a *App) loadWrappers(ctx caddy.Context, srv *caddyhttp.Server, raw []json.
 		wrappers = append(wrappers, v.(caddy.ListenerWrapper))
 	}
 	return wrappers, nil
+}
+
+// siteNamesCtxKey gives the passthrough handlers of a server the host
+// names of its sites.
+const siteNamesCtxKey caddy.CtxKey = "passthrough.site_names"
+
+// siteNames lists the host names the server's routes match (the site
+// addresses of a Caddyfile), as automatic HTTPS finds them.
+func siteNames(srv *caddyhttp.Server) []string {
+	var names []string
+	for _, r := range srv.Routes {
+		for _, set := range r.MatcherSets {
+			for _, m := range set {
+				if hm, ok := m.(*caddyhttp.MatchHost); ok {
+					names = append(names, *hm...)
+				}
+			}
+		}
+	}
+	return names
 }
 
 // Start does nothing: the HTTP servers open the listeners.

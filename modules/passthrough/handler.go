@@ -21,6 +21,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
+	"github.com/caddyserver/certmagic"
 	"github.com/mholt/caddy-l4/layer4"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -71,10 +72,11 @@ type Handler struct {
 	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
 
 	// SkipManaged passes a connection on to the next handler (in the
-	// passthrough listener wrapper: Caddy's TLS) when Caddy has a
-	// certificate for its server name, or when it is an ACME TLS-ALPN-01
-	// challenge. The Caddyfile sets it on the `default` route so that an
-	// unknown-name backend never captures Caddy's own sites.
+	// passthrough listener wrapper: Caddy's TLS) when its server name is a
+	// site of the HTTP server (when the passthrough app placed the
+	// handler), when Caddy has a certificate for it, or when it is an ACME
+	// TLS-ALPN-01 challenge. The Caddyfile sets it on the `default` route so
+	// that an unknown-name backend never captures Caddy's own sites.
 	SkipManaged bool `json:"skip_managed,omitempty"`
 
 	balancer *engine.Balancer
@@ -83,6 +85,7 @@ type Handler struct {
 	tlvs     []uint8
 	crc      bool
 	tlsApp   *caddytls.TLS
+	sites    []string // host names of the HTTP server's sites
 	logger   *zap.Logger
 	cancel   context.CancelFunc
 
@@ -161,6 +164,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("passthrough route %q: getting the tls app: %v", h.Route, err)
 		}
 		h.tlsApp = app.(*caddytls.TLS)
+		h.sites, _ = ctx.Value(siteNamesCtxKey).([]string)
 	}
 	if hc := h.HealthChecks; hc != nil && hc.Interval > 0 {
 		timeout := time.Duration(hc.Timeout)
@@ -317,12 +321,22 @@ func (h *Handler) Handle(cx *layer4.Connection, next layer4.Handler) error {
 	return nil
 }
 
-// managed reports whether Caddy itself should answer this ClientHello.
+// managed reports whether Caddy itself should answer this ClientHello: an
+// ACME TLS-ALPN-01 challenge, a name of one of the server's sites (even
+// before its certificate is issued), or a name Caddy has a certificate for.
 func (h *Handler) managed(hello engine.Hello) bool {
 	if slices.Contains(hello.ALPN, "acme-tls/1") {
 		return true
 	}
-	return hello.ServerName != "" && h.tlsApp != nil && h.tlsApp.HasCertificateForSubject(hello.ServerName)
+	if hello.ServerName == "" {
+		return false
+	}
+	for _, site := range h.sites {
+		if certmagic.MatchWildcard(hello.ServerName, strings.ToLower(site)) {
+			return true
+		}
+	}
+	return h.tlsApp != nil && h.tlsApp.HasCertificateForSubject(hello.ServerName)
 }
 
 // proxyHeader builds the PROXY v2 header for the connection.
@@ -417,5 +431,4 @@ var (
 	_ caddy.Validator    = (*Handler)(nil)
 	_ caddy.CleanerUpper = (*Handler)(nil)
 	_ layer4.NextHandler = (*Handler)(nil)
-	_                    = strings.TrimSpace
 )
