@@ -46,6 +46,13 @@ func edgeCaddyfile(httpPort, httpsPort int, passthroughBlock, site string) strin
 func startEdge(t *testing.T, passthroughBlock string) *edge {
 	t.Helper()
 	e := startEdgeWith(t, passthroughBlock, defaultSite)
+	e.waitSiteCert(t)
+	return e
+}
+
+// waitSiteCert waits until site.test presents Caddy's certificate.
+func (e *edge) waitSiteCert(t *testing.T) {
+	t.Helper()
 	eventually(t, 15*time.Second, "site.test certificate", func() error {
 		c, err := dialTLS(e.https, "site.test")
 		if err != nil {
@@ -57,7 +64,6 @@ func startEdge(t *testing.T, passthroughBlock string) *edge {
 		}
 		return nil
 	})
-	return e
 }
 
 func startEdgeWith(t *testing.T, passthroughBlock, site string) *edge {
@@ -216,17 +222,7 @@ late.test {
 	}
 	respond "late"
 }`)
-	eventually(t, 15*time.Second, "terminated site beside a default route", func() error {
-		c, err := dialTLS(e.https, "site.test")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		if org := peerOrg(c); !strings.Contains(org, "Caddy") {
-			return fmt.Errorf("site.test certificate issued by %q", org)
-		}
-		return nil
-	})
+	e.waitSiteCert(t) // the terminated site beside a default route
 	s, err := openSession(e.https, "unknown.test")
 	if err != nil {
 		t.Fatal(err)
@@ -275,6 +271,10 @@ func TestHealthChecks(t *testing.T) {
 	if got := spread(6); got["one"] != 6 {
 		t.Fatalf("with two down: %v, want every connection on one", got)
 	}
+	healthSeries := `rampart_passthrough_upstream_healthy{route="pass.test",upstream="` + addr2 + `"}`
+	if _, body := e.caddy.AdminRequest("GET", "/metrics", nil); !strings.Contains(body, healthSeries+" 0") {
+		t.Fatalf("metrics lack %s 0", healthSeries)
+	}
 	startBackend(t, "two-again", addr2)
 	eventually(t, 5*time.Second, "backend two back in rotation", func() error {
 		if got := spread(4); got["two-again"] == 0 {
@@ -282,6 +282,9 @@ func TestHealthChecks(t *testing.T) {
 		}
 		return nil
 	})
+	if _, body := e.caddy.AdminRequest("GET", "/metrics", nil); !strings.Contains(body, healthSeries+" 1") {
+		t.Fatalf("metrics lack %s 1", healthSeries)
+	}
 }
 
 // TestConnCurLimit: the stick module's track handler, placed by the
@@ -398,5 +401,51 @@ func TestReloadUnderLoad(t *testing.T) {
 	waitBackend(t, e.https, "pass.test", "old")
 	if err := held.echo("still here after /config"); err != nil {
 		t.Fatalf("a connection established before the /config change broke: %v", err)
+	}
+}
+
+// TestHalfCloseAndIdle: a client that shuts its sending side still gets
+// the backend's answer; a silent connection is closed after idle_timeout.
+func TestHalfCloseAndIdle(t *testing.T) {
+	b := startBackend(t, "one", "")
+	e := startEdge(t, fmt.Sprintf(`passthrough {
+		pass.test %s {
+			idle_timeout 400ms
+		}
+	}`, b.addr))
+
+	s, err := openSession(e.https, "pass.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// the backend echoes slowly enough that the answer follows the FIN
+	payload := strings.Repeat("half-close ", 20000)
+	if _, err := fmt.Fprintf(s.conn, "%s\n", payload); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.conn.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(s.r)
+	if err != nil || strings.TrimSpace(string(got)) != strings.TrimSpace(payload) {
+		t.Fatalf("after the client's half-close read %d bytes (%v), want the %d echoed", len(got), err, len(payload)+1)
+	}
+	s.conn.Close()
+
+	idle, err := openSession(e.https, "pass.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.conn.Close()
+	if err := idle.echo("alive"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_ = idle.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := idle.r.ReadByte(); err == nil {
+		t.Fatal("the backend wrote on a silent connection")
+	}
+	if el := time.Since(start); el < 350*time.Millisecond || el > 2*time.Second {
+		t.Fatalf("silent connection closed after %v, want about 400ms-500ms", el)
 	}
 }
