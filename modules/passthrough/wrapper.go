@@ -123,6 +123,14 @@ func (r *router) loop() {
 }
 
 func (r *router) route(conn net.Conn) {
+	defer func() {
+		// a failing handler costs one connection, never the listener
+		if v := recover(); v != nil {
+			r.lw.logger.Error("panic routing connection", zap.String("remote", conn.RemoteAddr().String()),
+				zap.Any("panic", v), zap.Stack("stack"))
+			_ = conn.Close()
+		}
+	}()
 	cx := layer4.WrapConnection(conn, make([]byte, 0, 2048), r.lw.logger)
 	cx.Context = context.WithValue(cx.Context, routerCtxKey, r)
 	err := r.lw.compiled.Handle(cx)
