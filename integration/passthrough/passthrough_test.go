@@ -449,3 +449,38 @@ func TestHalfCloseAndIdle(t *testing.T) {
 		t.Fatalf("silent connection closed after %v, want about 400ms-500ms", el)
 	}
 }
+
+// TestExplicitListenerWrapper: the passthrough listener wrapper placed by
+// hand before tls in a server's listener_wrappers, without the app.
+func TestExplicitListenerWrapper(t *testing.T) {
+	b := startBackend(t, "explicit", "")
+	port := harness.FreePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	c := harness.RunCaddyfile(t, fmt.Sprintf(`{
+	http_port %d
+	https_port %d
+	local_certs
+	servers :%d {
+		listener_wrappers {
+			passthrough {
+				pass.test %s
+			}
+			tls
+		}
+	}
+}
+
+%s
+`, harness.FreePort(t), port, port, b.addr, defaultSite))
+	harness.WaitListening(t, addr, 10*time.Second)
+	e := &edge{caddy: c, https: addr}
+	e.waitSiteCert(t)
+	s, err := openSession(addr, "pass.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.conn.Close()
+	if s.backend != "explicit" {
+		t.Fatalf("reached %q", s.backend)
+	}
+}
