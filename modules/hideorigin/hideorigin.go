@@ -101,6 +101,9 @@ type identities struct {
 	matcher atomic.Pointer[scrub.Matcher]
 }
 
+// requestScrubber removes client forwarding headers (immutable, shared).
+var requestScrubber = scrub.NewRequestScrubber()
+
 // maxPublics bounds the per-Host cache of public replacements.
 const maxPublics = 1024
 
@@ -334,14 +337,16 @@ func (h *HideOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 func (h *HideOrigin) prepareRequest(r *http.Request) {
 	trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool)
 	if !trusted {
-		for _, name := range scrub.ClientForwardingHeaders {
-			delete(r.Header, name)
-		}
+		requestScrubber.Scrub(r.Header)
 	}
 	delete(r.Header, scrub.SignatureHeader)
 	if len(h.bodyTypes) > 0 {
-		if ae := r.Header.Get("Accept-Encoding"); ae != "" {
-			r.Header.Set("Accept-Encoding", scrub.FilterAcceptEncoding(ae))
+		if ae := r.Header["Accept-Encoding"]; len(ae) == 1 {
+			if f := scrub.FilterAcceptEncoding(ae[0]); f != ae[0] {
+				r.Header["Accept-Encoding"] = []string{f}
+			}
+		} else if len(ae) > 1 {
+			r.Header.Set("Accept-Encoding", scrub.FilterAcceptEncoding(strings.Join(ae, ", ")))
 		}
 	}
 	if h.key != nil {

@@ -37,6 +37,9 @@ func normEncoding(e string) string { return strings.ToLower(strings.TrimSpace(e)
 // an Accept-Encoding request header, so that the origin sends a body the
 // edge can scan. It returns "identity" when nothing is left.
 func FilterAcceptEncoding(v string) string {
+	if allDecodable(v) {
+		return v // the usual "gzip, deflate, zstd": no allocation
+	}
 	var kept []string
 	for _, part := range strings.Split(v, ",") {
 		coding, _, _ := strings.Cut(part, ";")
@@ -49,6 +52,24 @@ func FilterAcceptEncoding(v string) string {
 		return "identity"
 	}
 	return strings.Join(kept, ", ")
+}
+
+// allDecodable reports whether every coding listed in an Accept-Encoding
+// value can be decoded.
+func allDecodable(v string) bool {
+	for rest := v; ; {
+		part, more, found := strings.Cut(rest, ",")
+		coding, _, _ := strings.Cut(part, ";")
+		coding = strings.TrimSpace(coding)
+		if !(strings.EqualFold(coding, "gzip") || strings.EqualFold(coding, "x-gzip") || strings.EqualFold(coding, "zstd") ||
+			strings.EqualFold(coding, "deflate") || strings.EqualFold(coding, "identity")) {
+			return false
+		}
+		if !found {
+			return true
+		}
+		rest = more
+	}
 }
 
 var (

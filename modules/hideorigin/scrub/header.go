@@ -264,6 +264,34 @@ var ClientForwardingHeaders = []string{
 	"Fastly-Client-Ip",
 }
 
+// RequestScrubber removes ClientForwardingHeaders from request headers. It
+// walks the request's few headers with a quick pre-check instead of
+// deleting each of the fourteen names (a hash each).
+type RequestScrubber struct {
+	set    StripSet
+	filter *stripFilter
+}
+
+// NewRequestScrubber prepares the client forwarding header list.
+func NewRequestScrubber() *RequestScrubber {
+	set := StripSet{}
+	for _, h := range ClientForwardingHeaders {
+		set[h] = struct{}{}
+	}
+	return &RequestScrubber{set: set, filter: set.filter()}
+}
+
+// Scrub removes the client forwarding headers from h.
+func (rs *RequestScrubber) Scrub(h http.Header) {
+	for name := range h {
+		if rs.filter.maybe(name) {
+			if _, ok := rs.set[name]; ok {
+				delete(h, name)
+			}
+		}
+	}
+}
+
 // DefaultBodyTypes are the media types whose bodies are rewritten by default.
 var DefaultBodyTypes = []string{
 	"text/html",

@@ -299,3 +299,15 @@ func TestBodyRewriterCodings(t *testing.T) {
 		t.Errorf("FilterAcceptEncoding(br): %q", got)
 	}
 }
+
+func TestRequestScrubber(t *testing.T) {
+	h := http.Header{"X-Forwarded-For": {"6.6.6.6"}, "X-Real-Ip": {"6.6.6.6"}, "Forwarded": {"for=6.6.6.6"},
+		"Cf-Connecting-Ip": {"6.6.6.6"}, "Accept": {"*/*"}, "X-Forwarded-Fort": {"kept"}, "Cookie": {"a=b"}}
+	NewRequestScrubber().Scrub(h)
+	if len(h) != 3 || h.Get("Accept") == "" || h.Get("X-Forwarded-Fort") == "" || h.Get("Cookie") == "" {
+		t.Fatalf("left: %v", h)
+	}
+	if got := FilterAcceptEncoding("gzip, deflate;q=0.5, zstd, identity"); got != "gzip, deflate;q=0.5, zstd, identity" {
+		t.Fatalf("decodable list changed: %q", got)
+	}
+}
