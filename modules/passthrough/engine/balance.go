@@ -76,7 +76,9 @@ func ParsePolicy(s string) (Policy, error) {
 
 // Balancer picks healthy upstreams by a policy.
 type Balancer struct {
-	Policy    Policy
+	// Policy chooses among the healthy upstreams.
+	Policy Policy
+	// Upstreams in configuration order (first and round_robin follow it).
 	Upstreams []*Upstream
 	next      atomic.Uint64
 }
