@@ -484,3 +484,53 @@ func TestExplicitListenerWrapper(t *testing.T) {
 		t.Fatalf("reached %q", s.backend)
 	}
 }
+
+// TestComposeWithStickWrapper: the stick listener wrapper in the option's
+// listener_wrappers limits every connection to the HTTPS port, passthrough
+// and terminated alike, before the routes read anything.
+func TestComposeWithStickWrapper(t *testing.T) {
+	if _, err := caddy.GetModule("caddy.listeners.stick"); err != nil {
+		t.Skip("the stick listener wrapper is not registered in this build")
+	}
+	b := startBackend(t, "one", "")
+	e := startEdge(t, fmt.Sprintf(`stick_table per_ip {
+		type ip
+		size 100
+		expire 1m
+		store conn_cur
+	}
+	passthrough {
+		listener_wrappers {
+			stick per_ip {
+				reject conn_cur gt 2
+			}
+		}
+		pass.test %s
+	}`, b.addr))
+	// two connections fit once the edge has seen the earlier ones close
+	// (the certificate wait above used some)
+	var s1 *session
+	var site net.Conn
+	eventually(t, 5*time.Second, "two connections under the limit", func() error {
+		var err error
+		if s1, err = openSession(e.https, "pass.test"); err != nil {
+			return fmt.Errorf("first connection (passthrough): %w", err)
+		}
+		if site, err = dialTLS(e.https, "site.test"); err != nil {
+			s1.conn.Close()
+			time.Sleep(100 * time.Millisecond)
+			return fmt.Errorf("second connection (terminated site): %w", err)
+		}
+		return nil
+	})
+	defer s1.conn.Close()
+	defer site.Close()
+	if s3, err := openSession(e.https, "pass.test"); err == nil {
+		s3.conn.Close()
+		t.Fatal("third concurrent connection from one address accepted with reject conn_cur gt 2")
+	}
+	if c, err := dialTLS(e.https, "site.test"); err == nil {
+		c.Close()
+		t.Fatal("third concurrent connection to the terminated site accepted")
+	}
+}
