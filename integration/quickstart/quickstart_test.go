@@ -19,7 +19,7 @@ import (
 )
 
 // quickstartPorts are the fixed ports the quickstart listens on.
-var quickstartPorts = []int{8080, 8443, 8081, 9080}
+var quickstartPorts = []int{8080, 8443, 8081, 9080, 9443}
 
 func startQuickstart(t *testing.T) *harness.Caddy {
 	t.Helper()
@@ -153,5 +153,38 @@ func TestQuickstartPerIPLimit(t *testing.T) {
 	}
 	if resp, _ := get(t, "http://localhost:8080/"); resp.StatusCode != http.StatusOK {
 		t.Errorf("after DELETE: %d", resp.StatusCode)
+	}
+}
+
+// TestQuickstartPassthrough follows the passthrough walkthrough:
+// pass.localhost reaches its backend still encrypted, with the client and
+// the SNI in the PROXY header, localhost stays the edge's own site, and a
+// connection to the HTTPS port that is not TLS is closed without an answer.
+func TestQuickstartPassthrough(t *testing.T) {
+	startQuickstart(t)
+	curl := harness.Peer(t, "curl", "curl")
+	var out []byte
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		out, err = exec.Command(curl, "-sk", "--resolve", "pass.localhost:8443:127.0.0.1", "https://pass.localhost:8443/").CombinedOutput()
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if want := "backend: TLS terminated here, client 127.0.0.1, SNI from the PROXY header: pass.localhost\n"; err != nil || string(out) != want {
+		t.Errorf("passthrough: %v %q, want %q", err, out, want)
+	}
+	if resp, body := get(t, "https://localhost:8443/"); resp.StatusCode != http.StatusOK || !strings.Contains(body, "Demo origin") {
+		t.Errorf("the edge's own site: %d %q", resp.StatusCode, body)
+	}
+	conn, err := net.DialTimeout("tcp", "127.0.0.1:8443", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	_, _ = conn.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+	if n, _ := conn.Read(make([]byte, 100)); n != 0 {
+		t.Errorf("a plain-text connection to :8443 got %d bytes back", n)
 	}
 }

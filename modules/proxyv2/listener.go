@@ -218,6 +218,14 @@ func (c *Conn) Header() *wire.Header {
 // NetConn returns the underlying socket.
 func (c *Conn) NetConn() net.Conn { return c.Conn }
 
+// Buffered returns how many bytes read past the header are still to be
+// delivered; at zero, the socket beneath (NetConn) can be read directly,
+// for example to splice. Only the connection's reader may call it.
+func (c *Conn) Buffered() int {
+	c.start()
+	return len(c.received.rest)
+}
+
 // connCtxKey holds the request's *Conn in its context.
 type connCtxKey struct{}
 
