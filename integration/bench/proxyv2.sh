@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The cost of the proxy_v2 listener wrapper: HAProxy (mode tcp) forwards
-# wrk's connections to one Caddy, plainly to a port without the wrapper (A)
-# and with send-proxy-v2 and a CRC32C to a port behind proxy_v2 (B).
-# Alternating runs; the figure is the ratio B/A, with keep-alive and with a
-# new connection (and so a new header) per request.
+# wrk's connections to one Caddy, plainly to a port without the wrapper (A),
+# with send-proxy-v2 and a CRC32C to a port behind proxy_v2 (B), and the same
+# header to a port behind Caddy's own proxy_protocol wrapper (C, which
+# go-proxyproto serves). Alternating runs; the figures are the ratios B/A
+# (the whole cost of the PROXY hop, HAProxy's side included) and B/C
+# (Rampart against Caddy's built-in), with keep-alive and with a new
+# connection (and so a new header) per request.
 #
 #   integration/bench/proxyv2.sh [rounds] [seconds]
 source "$(dirname "$0")/lib.sh"
@@ -25,12 +28,24 @@ run_caddy edge "{
 			tls
 		}
 	}
+	servers 127.0.0.1:18002 {
+		listener_wrappers {
+			proxy_protocol {
+				allow 127.0.0.1/32
+			}
+			tls
+		}
+	}
 }
 http://:18000 {
 	bind 127.0.0.1
 	respond \"hello\"
 }
 http://:18001 {
+	bind 127.0.0.1
+	respond \"hello\"
+}
+http://:18002 {
 	bind 127.0.0.1
 	respond \"hello\"
 }"
@@ -48,10 +63,15 @@ frontend plain
 frontend proxied
   bind 127.0.0.1:18101
   default_backend proxied
+frontend builtin
+  bind 127.0.0.1:18102
+  default_backend builtin
 backend plain
   server caddy 127.0.0.1:18000
 backend proxied
   server caddy 127.0.0.1:18001 send-proxy-v2 proxy-v2-options crc32c
+backend builtin
+  server caddy 127.0.0.1:18002 send-proxy-v2 proxy-v2-options crc32c
 CFG
 haproxy -db -f "$BENCH_DIR/haproxy.cfg" >"$BENCH_DIR/haproxy.log" 2>&1 &
 BENCH_PIDS+=($!)
@@ -59,8 +79,14 @@ wait_port 18000
 wait_port 18001
 wait_port 18100
 wait_port 18101
+wait_port 18002
+wait_port 18102
 
-echo "keep-alive (wrk -t2 -c32 -d${SECONDS_PER_RUN}s), A = plain, B = proxy_v2:"
-ab_ratio "$ROUNDS" http://127.0.0.1:18100/ http://127.0.0.1:18101/ -t2 -c32 -d"${SECONDS_PER_RUN}s"
-echo "new connection per request (Connection: close), A = plain, B = proxy_v2:"
-ab_ratio "$ROUNDS" http://127.0.0.1:18100/ http://127.0.0.1:18101/ -t2 -c32 -d"${SECONDS_PER_RUN}s" -H "Connection: close"
+for mode in keep-alive close; do
+	args=(-t2 -c32 -d"${SECONDS_PER_RUN}s")
+	[ "$mode" = close ] && args+=(-H "Connection: close")
+	echo "$mode: A = no PROXY header, B = proxy_v2"
+	ab_ratio "$ROUNDS" http://127.0.0.1:18100/ http://127.0.0.1:18101/ "${args[@]}"
+	echo "$mode: A = Caddy's proxy_protocol, B = proxy_v2"
+	ab_ratio "$ROUNDS" http://127.0.0.1:18102/ http://127.0.0.1:18101/ "${args[@]}"
+done

@@ -43,11 +43,14 @@ var headersTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help:      "Connections received by the PROXY protocol listener wrapper and layer4 handler, by result.",
 }, []string{"result"})
 
-func init() {
+// resultCounters holds each result's counter, resolved once.
+var resultCounters = func() map[Result]prometheus.Counter {
+	m := make(map[Result]prometheus.Counter, len(allResults))
 	for _, r := range allResults {
-		headersTotal.WithLabelValues(string(r))
+		m[r] = headersTotal.WithLabelValues(string(r))
 	}
-}
+	return m
+}()
 
 // registerMetrics adds the package's collectors to the config's registry.
 func registerMetrics(ctx caddy.Context) error {
@@ -64,4 +67,4 @@ func registerMetrics(ctx caddy.Context) error {
 	return nil
 }
 
-func count(r Result) { headersTotal.WithLabelValues(string(r)).Inc() }
+func count(r Result) { resultCounters[r].Inc() }
