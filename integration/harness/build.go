@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -44,11 +45,22 @@ func BuildCaddy(t testing.TB) string {
 	root := RepoRoot(t)
 	dir := filepath.Join(os.TempDir(), "rampart-xcaddy", sourceHash(t, root))
 	bin := filepath.Join(dir, "caddy")
-	if _, err := os.Stat(bin); err == nil {
-		return bin
-	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
+	}
+	// Test packages run in parallel: the first to take the lock builds,
+	// the others wait for it and reuse the binary.
+	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatalf("locking %s: %v", lock.Name(), err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	if _, err := os.Stat(bin); err == nil {
+		return bin
 	}
 	b := LoadRecipe(t)
 	b.TimeoutBuild = 15 * time.Minute
