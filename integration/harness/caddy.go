@@ -24,7 +24,7 @@ import (
 // config per process.
 var caddyMu sync.Mutex
 
-// Caddy is an in-process Caddy started by RunCaddyfile or RunJSON. Its admin
+// Caddy is an in-process Caddy started by RunCaddyfile. Its admin
 // endpoint listens on a free loopback port.
 type Caddy struct {
 	t     testing.TB
@@ -38,14 +38,6 @@ func RunCaddyfile(t testing.TB, caddyfile string) *Caddy {
 	t.Helper()
 	c := newCaddy(t)
 	c.LoadCaddyfile(caddyfile)
-	return c
-}
-
-// RunJSON runs a JSON config in this process until the test ends.
-func RunJSON(t testing.TB, config []byte) *Caddy {
-	t.Helper()
-	c := newCaddy(t)
-	c.LoadJSON(config)
 	return c
 }
 
@@ -170,14 +162,4 @@ func (c *Caddy) Reload(caddyfile string) {
 	if status != http.StatusOK {
 		c.t.Fatalf("reload: %d %s", status, body)
 	}
-}
-
-// TempFile writes content to a file in a test temp dir and returns its path.
-func TempFile(t testing.TB, name, content string) string {
-	t.Helper()
-	path := t.TempDir() + "/" + name
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }

@@ -1,13 +1,12 @@
 // Package harness starts the real parts that Rampart's integration tests talk
 // to: Caddy in-process, the real Caddy binary built from xcaddy.json, and
-// peers from Debian (redis-server, haproxy, nginx). Every peer listens on a
+// peers from Debian (haproxy, nginx). Every peer listens on a
 // free loopback port and is stopped when the test ends.
 package harness
 
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -128,18 +127,6 @@ func Start(t testing.TB, readyAddr string, name string, args ...string) *Process
 	return &Process{Cmd: cmd, output: out}
 }
 
-// StartRedis starts redis-server on a free loopback port without persistence
-// and returns its address.
-func StartRedis(t testing.TB) string {
-	t.Helper()
-	bin := Peer(t, "redis-server", "redis-server")
-	addr := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
-	_, port, _ := net.SplitHostPort(addr)
-	Start(t, addr, bin, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no",
-		"--dir", t.TempDir())
-	return addr
-}
-
 // StartHAProxy runs haproxy in the foreground with the given configuration
 // (global and defaults sections are added) and waits for readyAddr.
 func StartHAProxy(t testing.TB, readyAddr, config string) *Process {
@@ -202,16 +189,6 @@ func RepoRoot(t testing.TB) string {
 		t.Fatal("cannot locate the harness source file")
 	}
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-}
-
-// JSON marshals v or fails the test.
-func JSON(t testing.TB, v any) []byte {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 type lockedBuffer struct {
