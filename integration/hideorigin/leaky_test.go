@@ -162,9 +162,18 @@ func (o *leakyOrigin) mux() http.Handler {
 		defer conn.Close()
 		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nServer: Apache\r\nX-Backend-Server: " + strings.TrimPrefix(o.base, "http://") + "\r\n\r\n")
 		rw.Flush()
+		// echo until the client closes: the tunnel may deliver a message
+		// in several reads
 		buf := make([]byte, 64)
-		n, _ := rw.Read(buf)
-		conn.Write(buf[:n])
+		for {
+			n, err := rw.Read(buf)
+			if n > 0 {
+				conn.Write(buf[:n])
+			}
+			if err != nil {
+				return
+			}
+		}
 	})
 	mux.HandleFunc("/echo-xff", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
