@@ -54,7 +54,8 @@ func start(t *testing.T, hidden bool) *setup {
 	var cfg string
 	if !hidden {
 		s.originTLS = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
-		cert, key := writeCert(t, "localhost", "origin.internal")
+		oc := harness.SelfSigned(t, "origin", "localhost", "origin.internal")
+		cert, key := oc.CertFile, oc.KeyFile
 		cfg = fmt.Sprintf(`{
 	auto_https disable_redirects
 }
@@ -72,7 +73,8 @@ https://localhost:%[7]s {
 `, s.edge, cert, key, s.origin, port(s.origin), s.app.addr, port(s.originTLS))
 	} else {
 		s.closeOrigin = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
-		cert, key := writeCert(t, "localhost")
+		ec := harness.SelfSigned(t, "edge", "localhost")
+		cert, key := ec.CertFile, ec.KeyFile
 		s.tls = "tls " + cert + " " + key
 		cfg = fmt.Sprintf(`{
 	auto_https disable_redirects

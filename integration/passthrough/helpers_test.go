@@ -2,46 +2,18 @@ package passthrough_test
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/rampart-edge/caddy-rampart/integration/harness"
 	"github.com/rampart-edge/caddy-rampart/modules/proxyv2/wire"
 )
-
-// selfSigned makes a certificate of its own for a backend.
-func selfSigned(t testing.TB, names ...string) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: names[0], Organization: []string{"passthrough backend"}},
-		DNSNames:     names,
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
 
 // backend is a TLS server with its own certificate: it greets every
 // connection with "backend=<id>" and then echoes what it reads.
@@ -60,7 +32,7 @@ func startBackend(t testing.TB, id, addr string) *backend {
 		addr = "127.0.0.1:0"
 	}
 	ln, err := tls.Listen("tcp", addr, &tls.Config{
-		Certificates: []tls.Certificate{selfSigned(t, "pass.test", "a.tenant.test", "api-7.test")},
+		Certificates: []tls.Certificate{harness.SelfSigned(t, "passthrough backend", "pass.test", "a.tenant.test", "api-7.test").TLS},
 		NextProtos:   []string{"h2", "http/1.1"},
 	})
 	if err != nil {
