@@ -31,6 +31,14 @@ run_caddy() {
 	BENCH_PIDS+=($!)
 }
 
+# run_haproxy CONFIG: starts haproxy in the foreground (in the background of
+# the script) with that configuration.
+run_haproxy() {
+	printf '%s\n' "$1" >"$BENCH_DIR/haproxy.cfg"
+	haproxy -db -f "$BENCH_DIR/haproxy.cfg" >"$BENCH_DIR/haproxy.log" 2>&1 &
+	BENCH_PIDS+=($!)
+}
+
 # wait_port PORT: waits until 127.0.0.1:PORT accepts connections.
 wait_port() {
 	for _ in $(seq 1 100); do

@@ -67,8 +67,7 @@ site.test {
 CADDY_PID=${BENCH_PIDS[-1]}
 
 # A: HAProxy mode tcp, routing by SNI
-cat >"$BENCH_DIR/haproxy.cfg" <<CFG
-global
+run_haproxy "global
   maxconn 1024
 defaults
   mode tcp
@@ -87,10 +86,7 @@ frontend sni_splice
   tcp-request content accept if { req_ssl_hello_type 1 }
   use_backend pass if { req_ssl_sni -i pass.test }
 backend pass
-  server nginx 127.0.0.1:18543
-CFG
-haproxy -db -f "$BENCH_DIR/haproxy.cfg" >"$BENCH_DIR/haproxy.log" 2>&1 &
-BENCH_PIDS+=($!)
+  server nginx 127.0.0.1:18543"
 wait_port 18543
 wait_port 18544
 wait_port 18545

@@ -49,8 +49,7 @@ http://:18002 {
 	bind 127.0.0.1
 	respond \"hello\"
 }"
-cat >"$BENCH_DIR/haproxy.cfg" <<CFG
-global
+run_haproxy "global
   maxconn 4096
 defaults
   mode tcp
@@ -71,10 +70,7 @@ backend plain
 backend proxied
   server caddy 127.0.0.1:18001 send-proxy-v2 proxy-v2-options crc32c
 backend builtin
-  server caddy 127.0.0.1:18002 send-proxy-v2 proxy-v2-options crc32c
-CFG
-haproxy -db -f "$BENCH_DIR/haproxy.cfg" >"$BENCH_DIR/haproxy.log" 2>&1 &
-BENCH_PIDS+=($!)
+  server caddy 127.0.0.1:18002 send-proxy-v2 proxy-v2-options crc32c"
 wait_port 18000
 wait_port 18001
 wait_port 18100
