@@ -50,16 +50,37 @@ func BenchmarkTrackRead(b *testing.B) {
 	}
 }
 
-// BenchmarkTrackReadParallel is BenchmarkTrackRead from every core on
-// distinct keys; run with -cpu 1,2 to read the scaling.
+// BenchmarkTrackReadParallel is BenchmarkTrackRead from every core over one
+// hot set of 4096 keys that all cores share: the worst case for scaling,
+// since every entry and shard lock is written by both cores. Run with
+// -cpu 1,2.
 func BenchmarkTrackReadParallel(b *testing.B) {
+	benchTrackReadParallel(b, 1<<12, func(worker, i uint32) uint32 { return worker*7919 + i })
+}
+
+// BenchmarkTrackReadParallelManyClients tracks 131072 clients picked at
+// random by each core, as a busy edge sees them: the working set is larger
+// than the caches and two cores rarely touch the same entry at once. Run
+// with -cpu 1,2.
+func BenchmarkTrackReadParallelManyClients(b *testing.B) {
+	benchTrackReadParallel(b, 1<<17, func(worker, i uint32) uint32 {
+		// a multiplicative hash of (worker, i): a fixed pseudo-random walk
+		return (worker<<24 ^ i) * 2654435761
+	})
+}
+
+// benchTrackReadParallel tracks, reads and releases keys[pick(worker,
+// i) % n] from every core, reporting CPU time per operation next to wall
+// time: if it stays flat from -cpu 1 to -cpu 2, operations do not slow
+// each other down and throughput scales with the cores the machine gives.
+func benchTrackReadParallel(b *testing.B, n int, pick func(worker, i uint32) uint32) {
 	s := benchSchema(b)
 	tb, err := New(s, Options{Size: 1 << 20, Expire: 10 * time.Minute})
 	if err != nil {
 		b.Fatal(err)
 	}
 	rate, _ := s.Column("http_req_rate")
-	keys := ipKeys(s, 1<<12) // a working set that fits in cache, as BenchmarkTrackRead's
+	keys := ipKeys(s, n)
 	for _, k := range keys {
 		r, _ := tb.Acquire(k, Events{})
 		tb.Release(r, Events{})
@@ -69,22 +90,19 @@ func BenchmarkTrackReadParallel(b *testing.B) {
 	cpu0 := processCPU()
 	b.ResetTimer()
 	defer func() {
-		// CPU time per operation: if it stays flat from -cpu 1 to -cpu 2,
-		// the operations do not slow each other down, and throughput scales
-		// with the cores the machine really gives.
 		b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
 	}()
+	mask := uint32(n - 1)
 	b.RunParallel(func(pb *testing.PB) {
-		i := int(worker.Add(1)) * 7919
-		for pb.Next() {
-			r, err := tb.Acquire(keys[i&(1<<12-1)], Events{Req: true})
+		w := worker.Add(1)
+		for i := uint32(0); pb.Next(); i++ {
+			r, err := tb.Acquire(keys[pick(w, i)&mask], Events{Req: true})
 			if err != nil {
 				b.Error(err)
 				return
 			}
 			tb.Get(r, rate)
 			tb.Release(r, Events{ReqEnd: true, Status: 200})
-			i++
 		}
 	})
 }
