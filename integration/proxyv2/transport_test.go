@@ -152,3 +152,32 @@ func TestTransportSSLTLV(t *testing.T) {
 		t.Errorf("a client without a certificate has a CN: %q", body)
 	}
 }
+
+// TestTransportHealthChecksSendLOCAL runs reverse_proxy's active health
+// checks through the proxy_v2 transport into a Rampart listener that
+// requires headers: each check carries a LOCAL header (no client to
+// name), so the upstream counts local headers and stays healthy. With
+// keep-alive off, every check opens a connection and sends a header.
+func TestTransportHealthChecksSendLOCAL(t *testing.T) {
+	originPort := harness.FreePort(t)
+	edgePort := harness.FreePort(t)
+	cfg := listenerCaddyfile(originPort, "trust 127.0.0.1/32\n\t\t\t\tuntrusted plain", t.TempDir()+"/access.log") +
+		fmt.Sprintf(`http://:%d {
+	bind 127.0.0.1
+	reverse_proxy 127.0.0.1:%d {
+		health_uri /
+		health_interval 100ms
+		transport proxy_v2 {
+			keepalive off
+		}
+	}
+}
+`, edgePort, originPort)
+	c := harness.RunCaddyfile(t, cfg)
+	before := headerCounts(t, c)["local"]
+	waitCount(t, c, "local", before+3)
+	edge := fmt.Sprintf("127.0.0.1:%d", edgePort)
+	if _, body, err := request(dialFrom(t, "127.0.0.11", edge), nil, "x"); err != nil || fields(body)["remote"] != "127.0.0.11" {
+		t.Errorf("request after health checks: %v %q", err, body)
+	}
+}
