@@ -1,6 +1,7 @@
 package proxyv2
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -10,6 +11,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -161,5 +163,25 @@ func TestSSLInfoFromPlaceholders(t *testing.T) {
 		Cipher: "TLS_AES_128_GCM_SHA256", SigAlg: "ECDSA-SHA256", KeyAlg: "EC256"}
 	if s != want {
 		t.Errorf("got %+v, want %+v", s, want)
+	}
+}
+
+// BenchmarkTransportHeader builds the header the transport writes for a
+// request with an AUTHORITY TLV from a placeholder and a CRC32C, as each
+// proxied request does to find its connection pool.
+func BenchmarkTransportHeader(b *testing.B) {
+	tr := Transport{TLVs: []TLVConfig{{Type: "authority", Value: "{http.request.host}", typ: wire.TLVAuthority}}, CRC32C: true}
+	repl := caddy.NewReplacer()
+	repl.Set("http.request.host", "shop.example")
+	ctx := context.WithValue(context.Background(), caddy.ReplacerCtxKey, repl)
+	ctx = context.WithValue(ctx, http.LocalAddrContextKey, &net.TCPAddr{IP: net.IPv4(198, 51, 100, 1), Port: 443})
+	req := httptest.NewRequest(http.MethodGet, "http://shop.example/", nil).WithContext(ctx)
+	req.RemoteAddr = "203.0.113.7:51234"
+	var buf [headerBufSize]byte
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := tr.header(req, buf[:0]); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -146,21 +146,29 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 // RoundTrip sends req over a connection that carries its client's header.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	t.SetScheme(req)
-	header, err := t.header(req)
+	var buf [headerBufSize]byte
+	header, err := t.header(req, buf[:0])
 	if err != nil {
 		return nil, err
 	}
 	return t.pools.get(header).RoundTrip(req)
 }
 
-// header builds the PROXY v2 header for req.
-func (t *Transport) header(req *http.Request) ([]byte, error) {
-	h := wire.Header{Command: wire.CommandLocal}
+// headerBufSize fits the headers of most configurations on the stack.
+const headerBufSize = 256
+
+// maxStackTLVs is how many TLVs are built without a heap allocation.
+const maxStackTLVs = 8
+
+// header appends the PROXY v2 header for req to dst.
+func (t *Transport) header(req *http.Request, dst []byte) ([]byte, error) {
+	var tlvs [maxStackTLVs]wire.TLV
+	h := wire.Header{Command: wire.CommandLocal, TLVs: tlvs[:0]}
 	src, srcErr := netip.ParseAddrPort(req.RemoteAddr)
 	local, _ := req.Context().Value(http.LocalAddrContextKey).(net.Addr)
-	dst, dstOK := addrPortOf(local)
-	if srcErr == nil && dstOK {
-		h.Command, h.Source, h.Destination = wire.CommandProxy, src, dst
+	destination, destinationOK := addrPortOf(local)
+	if srcErr == nil && destinationOK {
+		h.Command, h.Source, h.Destination = wire.CommandProxy, src, destination
 	}
 	if h.Command == wire.CommandProxy {
 		repl, _ := req.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
@@ -177,7 +185,7 @@ func (t *Transport) header(req *http.Request) ([]byte, error) {
 			h.TLVs = append(h.TLVs, wire.TLV{Type: wire.TLVSSL, Value: wire.EncodeSSL(sslInfo(repl))})
 		}
 	}
-	out, err := h.AppendV2(make([]byte, 0, 64), t.CRC32C)
+	out, err := h.AppendV2(dst, t.CRC32C)
 	if err != nil {
 		return nil, fmt.Errorf("proxy_v2 transport: %w", err)
 	}
