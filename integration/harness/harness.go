@@ -37,12 +37,18 @@ func Peer(t testing.TB, binary, debianPackage string) string {
 			return candidate
 		}
 	}
-	msg := fmt.Sprintf("peer %q not found: apt-get install %s", binary, debianPackage)
+	missingPeer(t, fmt.Sprintf("peer %q not found: apt-get install %s", binary, debianPackage))
+	return ""
+}
+
+// missingPeer skips the test with msg, or fails it when
+// RAMPART_REQUIRE_PEERS=1.
+func missingPeer(t testing.TB, msg string) {
+	t.Helper()
 	if os.Getenv(RequirePeersEnv) == "1" {
 		t.Fatal(msg)
 	}
 	t.Skip(msg)
-	return ""
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
@@ -157,11 +163,7 @@ func StartNginx(t testing.TB, readyAddr, httpBlock, streamBlock string) *Process
 	if streamBlock != "" {
 		module := "/usr/lib/nginx/modules/ngx_stream_module.so"
 		if _, err := os.Stat(module); err != nil {
-			msg := "nginx stream module not found: apt-get install libnginx-mod-stream"
-			if os.Getenv(RequirePeersEnv) == "1" {
-				t.Fatal(msg)
-			}
-			t.Skip(msg)
+			missingPeer(t, "nginx stream module not found: apt-get install libnginx-mod-stream")
 		}
 		fmt.Fprintf(&conf, "load_module %s;\n", module)
 	}
