@@ -2,6 +2,7 @@ package proxyv2
 
 import (
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -35,84 +36,65 @@ func placeholderValue(h *wire.Header, name string) (string, bool) {
 		}
 		return tlvText(h, uint8(typ)), true
 	}
-	if h == nil {
-		_, known := fieldNames[name]
+	field, known := headerFields[name]
+	if !known || h == nil {
 		return "", known
 	}
-	switch name {
-	case "version":
-		return strconv.Itoa(int(h.Version)), true
-	case "command":
-		return h.Command.String(), true
-	case "src":
-		if h.Family == wire.FamilyUnix {
-			return h.SourceUnix, true
-		}
-		if h.Source.IsValid() {
-			return h.Source.String(), true
-		}
-		return "", true
-	case "dst":
-		if h.Family == wire.FamilyUnix {
-			return h.DestinationUnix, true
-		}
-		if h.Destination.IsValid() {
-			return h.Destination.String(), true
-		}
-		return "", true
-	case "alpn":
-		return tlvText(h, wire.TLVALPN), true
-	case "authority":
-		return tlvText(h, wire.TLVAuthority), true
-	case "unique_id":
-		return tlvText(h, wire.TLVUniqueID), true
-	case "aws.vpce_id":
-		return subTLVText(h, wire.TLVAWS, wire.AWSSubVPCEndpointID), true
-	case "azure.link_id":
-		v, _ := h.AzureLinkID()
-		return v, true
-	case "gcp.psc_id":
-		v, _ := h.GCPConnectionID()
-		return v, true
-	case "alibaba.vpc_id":
-		return subTLVText(h, wire.TLVAlibaba, wire.AlibabaSubVPCID), true
-	case "alibaba.endpoint_id":
-		return subTLVText(h, wire.TLVAlibaba, wire.AlibabaSubEndpointID), true
-	case "alibaba.endpoint_service_id":
-		return subTLVText(h, wire.TLVAlibaba, wire.AlibabaSubServiceID), true
-	}
-	if strings.HasPrefix(name, "ssl.") {
-		if _, known := fieldNames[name]; !known {
-			return "", false
-		}
-		ssl, ok := h.SSL()
-		if !ok {
-			return "", true
-		}
-		switch name {
-		case "ssl.version":
-			return ssl.Version, true
-		case "ssl.cn":
-			return ssl.CN, true
-		case "ssl.cipher":
-			return ssl.Cipher, true
-		case "ssl.sig_alg":
-			return ssl.SigAlg, true
-		case "ssl.key_alg":
-			return ssl.KeyAlg, true
-		case "ssl.verified":
-			return strconv.FormatBool(ssl.Verified()), true
-		}
-	}
-	return "", false
+	return field(h), true
 }
 
-// fieldNames are the placeholder names besides tlv.0xNN.
-var fieldNames = map[string]struct{}{
-	"version": {}, "command": {}, "src": {}, "dst": {}, "alpn": {}, "authority": {}, "unique_id": {},
-	"ssl.version": {}, "ssl.cn": {}, "ssl.cipher": {}, "ssl.sig_alg": {}, "ssl.key_alg": {}, "ssl.verified": {},
-	"aws.vpce_id": {}, "azure.link_id": {}, "gcp.psc_id": {},
-	"alibaba.vpc_id": {}, "alibaba.endpoint_id": {}, "alibaba.endpoint_service_id": {},
+// headerFields are the placeholder names besides tlv.0xNN and how each is
+// read from a header.
+var headerFields = map[string]func(h *wire.Header) string{
+	"version":   func(h *wire.Header) string { return strconv.Itoa(int(h.Version)) },
+	"command":   func(h *wire.Header) string { return h.Command.String() },
+	"src":       func(h *wire.Header) string { return endpoint(h, h.Source, h.SourceUnix) },
+	"dst":       func(h *wire.Header) string { return endpoint(h, h.Destination, h.DestinationUnix) },
+	"alpn":      func(h *wire.Header) string { return tlvText(h, wire.TLVALPN) },
+	"authority": func(h *wire.Header) string { return tlvText(h, wire.TLVAuthority) },
+	"unique_id": func(h *wire.Header) string { return tlvText(h, wire.TLVUniqueID) },
+	"aws.vpce_id": func(h *wire.Header) string {
+		return subTLVText(h, wire.TLVAWS, wire.AWSSubVPCEndpointID)
+	},
+	"azure.link_id": func(h *wire.Header) string { v, _ := h.AzureLinkID(); return v },
+	"gcp.psc_id":    func(h *wire.Header) string { v, _ := h.GCPConnectionID(); return v },
+	"alibaba.vpc_id": func(h *wire.Header) string {
+		return subTLVText(h, wire.TLVAlibaba, wire.AlibabaSubVPCID)
+	},
+	"alibaba.endpoint_id": func(h *wire.Header) string {
+		return subTLVText(h, wire.TLVAlibaba, wire.AlibabaSubEndpointID)
+	},
+	"alibaba.endpoint_service_id": func(h *wire.Header) string {
+		return subTLVText(h, wire.TLVAlibaba, wire.AlibabaSubServiceID)
+	},
+	"ssl.version":  sslField(func(s wire.SSL) string { return s.Version }),
+	"ssl.cn":       sslField(func(s wire.SSL) string { return s.CN }),
+	"ssl.cipher":   sslField(func(s wire.SSL) string { return s.Cipher }),
+	"ssl.sig_alg":  sslField(func(s wire.SSL) string { return s.SigAlg }),
+	"ssl.key_alg":  sslField(func(s wire.SSL) string { return s.KeyAlg }),
+	"ssl.verified": sslField(func(s wire.SSL) string { return strconv.FormatBool(s.Verified()) }),
+}
+
+// endpoint formats a source or destination: the unix path, the address, or
+// nothing.
+func endpoint(h *wire.Header, addr netip.AddrPort, unixPath string) string {
+	if h.Family == wire.FamilyUnix {
+		return unixPath
+	}
+	if addr.IsValid() {
+		return addr.String()
+	}
+	return ""
+}
+
+// sslField reads one part of the SSL TLV; without that TLV it is empty.
+func sslField(part func(wire.SSL) string) func(*wire.Header) string {
+	return func(h *wire.Header) string {
+		if ssl, ok := h.SSL(); ok {
+			return part(ssl)
+		}
+		return ""
+	}
 }
 
 func tlvText(h *wire.Header, typ uint8) string {
