@@ -24,7 +24,8 @@ const echoBody = `remote={remote_host} client={client_ip} v={http.request.proxy.
 	`uid={http.request.proxy.unique_id} alpn={http.request.proxy.alpn} cn={http.request.proxy.ssl.cn} ` +
 	`sslv={http.request.proxy.ssl.version} cipher={http.request.proxy.ssl.cipher} verified={http.request.proxy.ssl.verified} ` +
 	`aws={http.request.proxy.aws.vpce_id} gcp={http.request.proxy.gcp.psc_id} azure={http.request.proxy.azure.link_id} ` +
-	`ali={http.request.proxy.alibaba.vpc_id} e5={http.request.proxy.tlv.0xE5} xuid={header.X-Unique-ID}`
+	`ali={http.request.proxy.alibaba.vpc_id} e5={http.request.proxy.tlv.0xE5} xuid={header.X-Unique-ID} ` +
+	`peer={http.request.proxy.peer}`
 
 // listenerCaddyfile serves echoBody on port behind the proxy_v2 listener
 // wrapper; 127.0.0.1 is the trusted load balancer, other loopback
@@ -125,12 +126,13 @@ func TestListenerAppliesHeaders(t *testing.T) {
 	})
 
 	t.Run("untrusted plain client keeps its own address", func(t *testing.T) {
-		_, body, err := request(dialFrom(t, "127.0.0.2", addr), nil, "x")
+		conn := dialFrom(t, "127.0.0.2", addr)
+		_, body, err := request(conn, nil, "x")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if f := fields(body); f["remote"] != "127.0.0.2" || f["v"] != "" {
-			t.Errorf("body %q", body)
+		if f := fields(body); f["remote"] != "127.0.0.2" || f["v"] != "" || f["peer"] != conn.LocalAddr().String() {
+			t.Errorf("body %q; want peer %s", body, conn.LocalAddr())
 		}
 	})
 
@@ -258,7 +260,8 @@ func TestCurlHAProxyProtocol(t *testing.T) {
 	if err != nil {
 		t.Fatalf("curl: %v\n%s", err, out)
 	}
-	if f := fields(string(out)); f["v"] != "1" || f["remote"] != "127.0.0.9" || !strings.HasPrefix(f["src"], "127.0.0.9:") {
+	// curl is its own load balancer: the header's source is its socket
+	if f := fields(string(out)); f["v"] != "1" || f["remote"] != "127.0.0.9" || !strings.HasPrefix(f["src"], "127.0.0.9:") || f["peer"] != f["src"] {
 		t.Errorf("curl --haproxy-protocol: %q", out)
 	}
 }

@@ -9,64 +9,80 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/mholt/caddy-l4/layer4"
 	"go.uber.org/zap"
+
+	"github.com/rampart-edge/caddy-rampart/internal/metrics"
 )
 
 func init() {
-	caddy.RegisterModule(&Handler{})
+	caddy.RegisterModule(Handler{})
 }
 
 // Handler receives the PROXY protocol in a layer4 route, with the same
 // policy as the listener wrapper. Later handlers and matchers see the
-// client's address, and the header's fields are {l4.proxy.*} placeholders.
+// client's address, the header's fields are {l4.proxy.*} placeholders and
+// {l4.proxy.peer} is the load balancer that sent the header.
 // Bytes that a prefetching matcher already read (such as a TLS ClientHello
 // sent in the same segment as the header) are kept in order.
 type Handler struct {
 	Policy
 
 	logger *zap.Logger
+	drops  *dropLog
 }
 
 // CaddyModule returns the Caddy module information.
-func (*Handler) CaddyModule() caddy.ModuleInfo {
+func (Handler) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
 		ID:  "layer4.handlers.proxy_v2",
 		New: func() caddy.Module { return new(Handler) },
 	}
 }
 
-// Provision parses the policy and registers the metrics.
+// Provision validates the policy and registers the metrics.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	if err := h.provision("proxy_v2"); err != nil {
 		return err
 	}
-	return registerMetrics(ctx)
+	h.drops = newDropLog(h.logger)
+	return metrics.Register(ctx, headersTotal)
+}
+
+// Cleanup logs the drops not yet summed up.
+func (h *Handler) Cleanup() error {
+	if h.drops != nil {
+		h.drops.stop()
+	}
+	return nil
 }
 
 // Handle receives the header and passes the connection on with the
-// client's addresses.
+// client's addresses. A connection it refuses is counted and logged once
+// and returned without error: the layer4 server closes it.
 func (h *Handler) Handle(cx *layer4.Connection, next layer4.Handler) error {
-	trusted := h.trusts(cx.RemoteAddr())
+	peer := cx.RemoteAddr()
+	trusted := h.trusts(peer)
 	if !trusted && h.Untrusted == UntrustedReject {
-		report(h.logger, cx, ResultUntrusted, errUntrusted)
+		report(h.drops, cx, ResultUntrusted, errUntrusted)
 		return nil
 	}
 	// Take over what prefetching matchers buffered, so that the bytes
 	// after the header are delivered exactly once and in order.
 	buffered := make([]byte, len(cx.MatchingBytes()))
 	if _, err := io.ReadFull(cx, buffered); err != nil {
-		return err
+		report(h.drops, cx, ResultError, err)
+		return nil
 	}
 	conn := &l4Conn{Conn: cx.Conn, rest: buffered}
 	if trusted {
 		_ = cx.SetReadDeadline(time.Now().Add(time.Duration(h.Timeout)))
 	}
 	var rcv received
-	res, err := h.receive(conn, cx.Conn, trusted, &rcv)
+	res, err := h.receive(h.logger, conn, cx.Conn, trusted, &rcv)
 	if trusted {
 		_ = cx.SetReadDeadline(time.Time{})
 	}
-	report(h.logger, cx, res, err)
+	report(h.drops, cx, res, err)
 	if err != nil {
 		return nil
 	}
@@ -77,7 +93,7 @@ func (h *Handler) Handle(cx *layer4.Connection, next layer4.Handler) error {
 		header = nil
 	}
 	if repl, ok := cx.Context.Value(layer4.ReplacerCtxKey).(*caddy.Replacer); ok {
-		repl.Map(replacerFunc(header, L4PlaceholderPrefix))
+		repl.Map(replacerFunc(header, peer, L4PlaceholderPrefix))
 		repl.Set("l4.conn.remote_addr", conn.remote)
 		repl.Set("l4.conn.local_addr", conn.local)
 	}
@@ -85,7 +101,7 @@ func (h *Handler) Handle(cx *layer4.Connection, next layer4.Handler) error {
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens, with the
-// options of the listener wrapper.
+// options of the listener wrapper (see unmarshalPolicyBlock).
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return h.unmarshalPolicyBlock(d)
 }
@@ -130,6 +146,7 @@ func (c *l4Conn) NetConn() net.Conn { return c.Conn }
 // Interface guards
 var (
 	_ caddy.Provisioner     = (*Handler)(nil)
+	_ caddy.CleanerUpper    = (*Handler)(nil)
 	_ layer4.NextHandler    = (*Handler)(nil)
 	_ caddyfile.Unmarshaler = (*Handler)(nil)
 )

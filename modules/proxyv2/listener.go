@@ -13,11 +13,12 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/rampart-edge/caddy-rampart/internal/metrics"
 	"github.com/rampart-edge/caddy-rampart/modules/proxyv2/wire"
 )
 
 func init() {
-	caddy.RegisterModule(new(ListenerWrapper))
+	caddy.RegisterModule(ListenerWrapper{})
 }
 
 // ListenerWrapper receives the PROXY protocol (v1 and v2) on a Caddy
@@ -29,29 +30,38 @@ func init() {
 type ListenerWrapper struct {
 	Policy
 
-	logger    *zap.Logger
-	misplaced sync.Once
+	logger *zap.Logger
+	drops  *dropLog
 }
 
 // CaddyModule returns the Caddy module information.
-func (*ListenerWrapper) CaddyModule() caddy.ModuleInfo {
+func (ListenerWrapper) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
 		ID:  "caddy.listeners.proxy_v2",
 		New: func() caddy.Module { return new(ListenerWrapper) },
 	}
 }
 
-// Provision parses the policy, registers the metrics and, inside an HTTP
-// server, makes each request's connection known to proxy_v2_vars.
+// Provision validates the policy, registers the metrics and, inside an
+// HTTP server, makes each request's connection known to proxy_v2_vars.
 func (lw *ListenerWrapper) Provision(ctx caddy.Context) error {
 	lw.logger = ctx.Logger()
 	if err := lw.provision("proxy_v2"); err != nil {
 		return err
 	}
+	lw.drops = newDropLog(lw.logger)
 	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok && srv != nil {
 		srv.RegisterConnContext(rememberConn)
 	}
-	return registerMetrics(ctx)
+	return metrics.Register(ctx, headersTotal)
+}
+
+// Cleanup logs the drops not yet summed up.
+func (lw *ListenerWrapper) Cleanup() error {
+	if lw.drops != nil {
+		lw.drops.stop()
+	}
+	return nil
 }
 
 // WrapListener wraps ln so that its connections receive the PROXY protocol.
@@ -59,23 +69,17 @@ func (lw *ListenerWrapper) WrapListener(ln net.Listener) net.Listener {
 	return &listener{Listener: ln, lw: lw}
 }
 
-// UnmarshalCaddyfile sets up the listener wrapper from Caddyfile tokens:
-//
-//	proxy_v2 {
-//	    trust <cidrs...>
-//	    untrusted reject|plain
-//	    versions v1 v2
-//	    timeout <duration>
-//	    require_crc
-//	    max_header <bytes>
-//	}
+// UnmarshalCaddyfile sets up the listener wrapper from Caddyfile tokens
+// (see unmarshalPolicyBlock).
 func (lw *ListenerWrapper) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return lw.unmarshalPolicyBlock(d)
 }
 
+// listener is a net.Listener whose connections receive the PROXY protocol.
 type listener struct {
 	net.Listener
-	lw *ListenerWrapper
+	lw        *ListenerWrapper
+	misplaced sync.Once // explains a misplaced wrapper once
 }
 
 // Accept returns the next connection, closing those from untrusted sources
@@ -87,21 +91,21 @@ func (l *listener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		if _, decrypted := c.(*tls.Conn); decrypted {
-			l.lw.misplaced.Do(func() {
+			l.misplaced.Do(func() {
 				l.lw.logger.Error("proxy_v2 is placed after tls in listener_wrappers, where a PROXY header can never arrive; " +
 					"put it first: listener_wrappers { proxy_v2 {...} tls }; connections are dropped until then")
 			})
-			report(l.lw.logger, c, ResultError, errMisplaced)
+			report(l.lw.drops, c, ResultError, errMisplaced)
 			_ = c.Close()
 			continue
 		}
 		trusted := l.lw.trusts(c.RemoteAddr())
 		if !trusted && l.lw.Untrusted == UntrustedReject {
-			report(l.lw.logger, c, ResultUntrusted, errUntrusted)
+			report(l.lw.drops, c, ResultUntrusted, errUntrusted)
 			_ = c.Close()
 			continue
 		}
-		return &Conn{Conn: c, policy: &l.lw.Policy, logger: l.lw.logger, trusted: trusted}, nil
+		return &Conn{Conn: c, policy: &l.lw.Policy, logger: l.lw.logger, drops: l.lw.drops, trusted: trusted}, nil
 	}
 }
 
@@ -112,6 +116,7 @@ type Conn struct {
 	net.Conn
 	policy  *Policy
 	logger  *zap.Logger
+	drops   *dropLog
 	trusted bool
 
 	once     sync.Once
@@ -134,13 +139,13 @@ func (c *Conn) start() {
 			_ = c.Conn.SetReadDeadline(limit)
 			c.deadlineMu.Unlock()
 		}
-		res, err := c.policy.receive(c.Conn, c.Conn, c.trusted, &c.received)
+		res, err := c.policy.receive(c.logger, c.Conn, c.Conn, c.trusted, &c.received)
 		if c.trusted {
 			c.deadlineMu.Lock()
 			_ = c.Conn.SetReadDeadline(c.deadline)
 			c.deadlineMu.Unlock()
 		}
-		report(c.logger, c.Conn, res, err)
+		report(c.drops, c.Conn, res, err)
 		if err != nil {
 			c.err = &errRefused{result: res, err: err}
 			_ = c.Conn.Close()
@@ -196,6 +201,7 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	return c.Conn.SetReadDeadline(t)
 }
 
+// rememberDeadline keeps the reader's own read deadline.
 func (c *Conn) rememberDeadline(t time.Time) {
 	c.deadlineMu.Lock()
 	c.deadline = t
@@ -214,6 +220,10 @@ func (c *Conn) Header() *wire.Header {
 	}
 	return &c.received.header
 }
+
+// Peer returns the socket's peer: the load balancer that sent the header
+// (HAProxy's fc_src), or the client itself on a connection without one.
+func (c *Conn) Peer() net.Addr { return c.Conn.RemoteAddr() }
 
 // NetConn returns the underlying socket.
 func (c *Conn) NetConn() net.Conn { return c.Conn }
@@ -250,13 +260,16 @@ var (
 	errMisplaced = errors.New("proxy_v2 listener wrapper placed after tls")
 )
 
+// errUntrustedSource is the reason for refusing an untrusted source.
 type errUntrustedSource struct{}
 
+// Error describes the refusal.
 func (errUntrustedSource) Error() string { return "source is not in trust and untrusted is reject" }
 
 // Interface guards
 var (
 	_ caddy.Provisioner     = (*ListenerWrapper)(nil)
+	_ caddy.CleanerUpper    = (*ListenerWrapper)(nil)
 	_ caddy.ListenerWrapper = (*ListenerWrapper)(nil)
 	_ caddyfile.Unmarshaler = (*ListenerWrapper)(nil)
 )

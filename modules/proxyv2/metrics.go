@@ -1,9 +1,6 @@
 package proxyv2
 
 import (
-	"errors"
-
-	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -52,19 +49,5 @@ var resultCounters = func() map[Result]prometheus.Counter {
 	return m
 }()
 
-// registerMetrics adds the package's collectors to the config's registry.
-func registerMetrics(ctx caddy.Context) error {
-	registry := ctx.GetMetricsRegistry()
-	if registry == nil {
-		return nil
-	}
-	if err := registry.Register(headersTotal); err != nil {
-		var already prometheus.AlreadyRegisteredError
-		if !errors.As(err, &already) {
-			return err
-		}
-	}
-	return nil
-}
-
+// count adds one connection to its result's counter.
 func count(r Result) { resultCounters[r].Inc() }

@@ -1,25 +1,19 @@
 package proxyv2
 
 import (
-	"net/http"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/rampart-edge/caddy-rampart/modules/proxyv2/wire"
 )
 
-func init() {
-	caddy.RegisterModule(VarsHandler{})
-}
-
 // Placeholder prefixes: HTTP requests get the header's fields under
 // {http.request.proxy.*} (through proxy_v2_vars), layer4 routes under
-// {l4.proxy.*}.
+// {l4.proxy.*}; each has the header's fields and `peer`.
 const (
 	HTTPPlaceholderPrefix = "http.request.proxy."
 	L4PlaceholderPrefix   = "l4.proxy."
@@ -97,6 +91,7 @@ func sslField(part func(wire.SSL) string) func(*wire.Header) string {
 	}
 }
 
+// tlvText is a TLV's value as placeholders show it; h may be nil.
 func tlvText(h *wire.Header, typ uint8) string {
 	if h == nil {
 		return ""
@@ -105,61 +100,31 @@ func tlvText(h *wire.Header, typ uint8) string {
 	return wire.Printable(v)
 }
 
+// subTLVText is a sub-TLV's value as placeholders show it.
 func subTLVText(h *wire.Header, typ, sub uint8) string {
 	v, _ := h.SubTLV(typ, sub)
 	return wire.Printable(v)
 }
 
-// replacerFunc returns a caddy.ReplacerFunc serving prefix+name from h.
-func replacerFunc(h *wire.Header, prefix string) caddy.ReplacerFunc {
+// peerPlaceholder is the name of the connection's socket peer: the load
+// balancer that sent the header (HAProxy's fc_src).
+const peerPlaceholder = "peer"
+
+// replacerFunc returns a caddy.ReplacerFunc serving prefix+name from h
+// (nil when the connection carried no header) and prefix+"peer" from the
+// socket's peer.
+func replacerFunc(h *wire.Header, peer net.Addr, prefix string) caddy.ReplacerFunc {
 	return func(key string) (any, bool) {
 		if !strings.HasPrefix(key, prefix) {
 			return nil, false
 		}
-		return placeholderValue(h, key[len(prefix):])
+		name := key[len(prefix):]
+		if name == peerPlaceholder {
+			if peer == nil {
+				return "", true
+			}
+			return peer.String(), true
+		}
+		return placeholderValue(h, name)
 	}
 }
-
-// VarsHandler publishes the PROXY header of the request's connection as
-// {http.request.proxy.*} placeholders for every later handler and the
-// access log. Caddy gives a listener wrapper no way to add placeholders to
-// requests by itself, hence this one-word directive: proxy_v2_vars.
-type VarsHandler struct{}
-
-// CaddyModule returns the Caddy module information.
-func (VarsHandler) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{
-		ID:  "http.handlers.proxy_v2_vars",
-		New: func() caddy.Module { return new(VarsHandler) },
-	}
-}
-
-// ServeHTTP adds the placeholders and calls the next handler.
-func (VarsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	var h *wire.Header
-	if c, ok := r.Context().Value(connCtxKey{}).(*Conn); ok {
-		h = c.Header()
-	}
-	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		repl.Map(replacerFunc(h, HTTPPlaceholderPrefix))
-	}
-	return next.ServeHTTP(w, r)
-}
-
-// UnmarshalCaddyfile accepts the bare directive `proxy_v2_vars`.
-func (*VarsHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next()
-	if d.NextArg() {
-		return d.Errf("proxy_v2_vars: takes no arguments, got %q", d.Val())
-	}
-	if d.NextBlock(d.Nesting()) {
-		return d.Errf("proxy_v2_vars: takes no block")
-	}
-	return nil
-}
-
-// Interface guards
-var (
-	_ caddyhttp.MiddlewareHandler = (*VarsHandler)(nil)
-	_ caddyfile.Unmarshaler       = (*VarsHandler)(nil)
-)

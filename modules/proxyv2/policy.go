@@ -17,13 +17,17 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/rampart-edge/caddy-rampart/internal/netaddr"
 	"github.com/rampart-edge/caddy-rampart/modules/proxyv2/wire"
 )
 
-// Defaults of the receiving policy.
+// Defaults and bounds of the receiving policy.
 const (
 	DefaultTimeout   = 5 * time.Second
 	DefaultMaxHeader = 4096
+	// MaxHeaderLimit is the longest header the protocol can express: the
+	// 16-byte v2 prefix and a 65,535-byte payload.
+	MaxHeaderLimit = 16 + 0xffff
 )
 
 // Untrusted modes.
@@ -36,10 +40,11 @@ const (
 // one, what happens to the others, and which headers are acceptable. The
 // listener wrapper and the layer4 handler share it.
 type Policy struct {
-	// Trust lists the CIDR ranges (or single IPs) of the load balancers
-	// that send PROXY headers. A connection from these sources MUST start
-	// with a valid header or it is dropped. `private_ranges` expands to
-	// the private and loopback ranges.
+	// Trust lists the IP ranges (CIDR, host bits allowed and masked as
+	// Caddy's remote_ip does, or single IPs) of the load balancers that
+	// send PROXY headers. A connection from these sources MUST start with
+	// a valid header or it is dropped. In the Caddyfile, `private_ranges`
+	// expands to the private and loopback ranges.
 	Trust []string `json:"trust,omitempty"`
 
 	// Untrusted is what happens to connections from other sources:
@@ -60,7 +65,8 @@ type Policy struct {
 	// does not match always drops the connection.
 	RequireCRC bool `json:"require_crc,omitempty"`
 
-	// MaxHeader is the largest header accepted, in bytes (default 4096).
+	// MaxHeader is the largest header accepted, in bytes, from 107 (the
+	// longest v1 header) to 65551 (the longest v2 header); default 4096.
 	MaxHeader int `json:"max_header,omitempty"`
 
 	trusted []netip.Prefix
@@ -68,99 +74,71 @@ type Policy struct {
 	allowV2 bool
 }
 
-// provision parses the policy; owner names the module in errors.
-func (p *Policy) provision(owner string) error {
-	p.trusted = p.trusted[:0]
-	for _, raw := range p.Trust {
-		prefix, err := parsePrefix(raw)
-		if err != nil {
-			return fmt.Errorf("%s: trust %q: %v", owner, raw, err)
-		}
-		p.trusted = append(p.trusted, prefix)
+// validate checks every rule of the policy; owner names the module in
+// errors. Zero values stand for the defaults. Provision runs it for JSON
+// and Caddyfile configs alike; the Caddyfile parser also runs it after each
+// option, so that the error names the line that broke the rule.
+func (p *Policy) validate(owner string) error {
+	if _, err := netaddr.ParsePrefixes(p.Trust); err != nil {
+		return fmt.Errorf("%s: trust: %v", owner, err)
 	}
 	switch p.Untrusted {
-	case "":
-		p.Untrusted = UntrustedReject
-	case UntrustedReject, UntrustedPlain:
+	case "", UntrustedReject, UntrustedPlain:
 	default:
 		return fmt.Errorf("%s: untrusted %q: must be %q or %q", owner, p.Untrusted, UntrustedReject, UntrustedPlain)
 	}
-	if len(p.Versions) == 0 {
-		p.Versions = []int{1, 2}
-	}
-	p.allowV1, p.allowV2 = false, false
 	for _, v := range p.Versions {
-		switch v {
-		case 1:
-			p.allowV1 = true
-		case 2:
-			p.allowV2 = true
-		default:
-			return fmt.Errorf("%s: versions: %d is not a PROXY protocol version (1 or 2)", owner, v)
+		if v != 1 && v != 2 {
+			return fmt.Errorf("%s: versions: v%d is not a PROXY protocol version (v1 or v2)", owner, v)
 		}
 	}
-	if p.Timeout == 0 {
-		p.Timeout = caddy.Duration(DefaultTimeout)
-	}
 	if p.Timeout < 0 {
-		return fmt.Errorf("%s: timeout %s must be positive", owner, time.Duration(p.Timeout))
+		return fmt.Errorf("%s: timeout %s: must be positive", owner, time.Duration(p.Timeout))
 	}
-	if p.MaxHeader == 0 {
-		p.MaxHeader = DefaultMaxHeader
+	if p.MaxHeader != 0 && (p.MaxHeader < wire.MaxV1Length || p.MaxHeader > MaxHeaderLimit) {
+		return fmt.Errorf("%s: max_header %d: must be from %d to %d bytes", owner, p.MaxHeader, wire.MaxV1Length, MaxHeaderLimit)
 	}
-	if p.MaxHeader < wire.MaxV1Length {
-		return fmt.Errorf("%s: max_header %d is below %d, the length of the longest v1 header", owner, p.MaxHeader, wire.MaxV1Length)
-	}
-	if len(p.trusted) == 0 && p.Untrusted == UntrustedReject {
+	return nil
+}
+
+// validateWhole checks the rule that concerns the options together.
+func (p *Policy) validateWhole(owner string) error {
+	if len(p.Trust) == 0 && (p.Untrusted == "" || p.Untrusted == UntrustedReject) {
 		return fmt.Errorf("%s: no trust ranges and untrusted %q: every connection would be rejected", owner, UntrustedReject)
 	}
 	return nil
 }
 
-func parsePrefix(raw string) (netip.Prefix, error) {
-	if prefix, err := netip.ParsePrefix(raw); err == nil {
-		if prefix != prefix.Masked() {
-			return netip.Prefix{}, fmt.Errorf("has host bits set; did you mean %s?", prefix.Masked())
-		}
-		return prefix, nil
+// provision validates the policy and sets it up for use; owner names the
+// module in errors.
+func (p *Policy) provision(owner string) error {
+	if err := p.validate(owner); err != nil {
+		return err
 	}
-	addr, err := netip.ParseAddr(raw)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("not a CIDR range or IP address")
+	if err := p.validateWhole(owner); err != nil {
+		return err
 	}
-	return netip.PrefixFrom(addr, addr.BitLen()), nil
+	p.trusted, _ = netaddr.ParsePrefixes(p.Trust)
+	if p.Untrusted == "" {
+		p.Untrusted = UntrustedReject
+	}
+	if len(p.Versions) == 0 {
+		p.Versions = []int{1, 2}
+	}
+	p.allowV1, p.allowV2 = slices.Contains(p.Versions, 1), slices.Contains(p.Versions, 2)
+	if p.Timeout == 0 {
+		p.Timeout = caddy.Duration(DefaultTimeout)
+	}
+	if p.MaxHeader == 0 {
+		p.MaxHeader = DefaultMaxHeader
+	}
+	return nil
 }
 
 // trusts reports whether a connection from remote must send a header.
 func (p *Policy) trusts(remote net.Addr) bool {
-	addr, ok := addrOf(remote)
-	if !ok {
-		return false
-	}
-	for _, prefix := range p.trusted {
-		if prefix.Contains(addr) {
-			return true
-		}
-	}
-	return false
-}
-
-// addrOf returns the IP of a TCP or UDP address, IPv4-mapped addresses
-// unmapped.
-func addrOf(a net.Addr) (netip.Addr, bool) {
-	switch a := a.(type) {
-	case *net.TCPAddr:
-		addr, ok := netip.AddrFromSlice(a.IP)
-		return addr.Unmap(), ok
-	case *net.UDPAddr:
-		addr, ok := netip.AddrFromSlice(a.IP)
-		return addr.Unmap(), ok
-	}
-	if a == nil {
-		return netip.Addr{}, false
-	}
-	ap, err := netip.ParseAddrPort(a.String())
-	return ap.Addr().Unmap(), err == nil
+	ip, ok := netaddr.IP(remote)
+	return ok && netaddr.Contains(p.trusted, ip)
 }
 
 // check applies the version and CRC rules to a parsed header and returns
@@ -175,22 +153,52 @@ func (p *Policy) check(h *wire.Header) (Result, error) {
 	return ResultOK, nil
 }
 
-// unmarshalOption parses one policy option of a Caddyfile block; it
-// returns false when the option is not a policy option.
-func (p *Policy) unmarshalOption(d *caddyfile.Dispenser, directive string) (bool, error) {
+// unmarshalPolicyBlock parses `<directive> { <policy options> }`:
+//
+//	proxy_v2 {
+//	    trust <ranges...>
+//	    untrusted reject|plain
+//	    versions v1 v2
+//	    timeout <duration>
+//	    require_crc
+//	    max_header <bytes>
+//	}
+//
+// It reads the syntax; the rules are validate's, run after each option.
+func (p *Policy) unmarshalPolicyBlock(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	directive := d.Val()
+	at := caddyfile.NewDispenser(caddyfile.Segment{d.Token()}) // for errors of the whole block
+	at.Next()
+	if d.NextArg() {
+		return d.Errf("%s: unexpected argument %q; options go in a block", directive, d.Val())
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := p.unmarshalOption(d, directive); err != nil {
+			return err
+		}
+		if err := p.validate(directive); err != nil {
+			return d.WrapErr(err)
+		}
+	}
+	if err := p.validateWhole(directive); err != nil {
+		return at.WrapErr(err)
+	}
+	return nil
+}
+
+// unmarshalOption parses the policy option at the dispenser's cursor.
+func (p *Policy) unmarshalOption(d *caddyfile.Dispenser, directive string) error {
 	option := d.Val()
 	switch option {
 	case "trust":
 		if !d.NextArg() {
-			return true, d.Errf("%s: trust needs at least one CIDR range", directive)
+			return d.Errf("%s: trust needs at least one IP range", directive)
 		}
 		for {
 			if d.Val() == "private_ranges" {
 				p.Trust = append(p.Trust, caddyhttp.PrivateRangesCIDR()...)
 			} else {
-				if _, err := parsePrefix(d.Val()); err != nil {
-					return true, d.Errf("%s: trust %q: %v", directive, d.Val(), err)
-				}
 				p.Trust = append(p.Trust, d.Val())
 			}
 			if !d.NextArg() {
@@ -199,77 +207,56 @@ func (p *Policy) unmarshalOption(d *caddyfile.Dispenser, directive string) (bool
 		}
 	case "untrusted":
 		if !d.NextArg() {
-			return true, d.ArgErr()
-		}
-		if v := d.Val(); v != UntrustedReject && v != UntrustedPlain {
-			return true, d.Errf("%s: untrusted %q: must be %q or %q", directive, v, UntrustedReject, UntrustedPlain)
+			return d.ArgErr()
 		}
 		p.Untrusted = d.Val()
 	case "versions":
 		p.Versions = nil
 		for d.NextArg() {
 			v, err := strconv.Atoi(trimV(d.Val()))
-			if err != nil || (v != 1 && v != 2) {
-				return true, d.Errf("%s: versions %q: must be v1 and/or v2", directive, d.Val())
+			if err != nil {
+				return d.Errf("%s: versions %q: must be v1 and/or v2", directive, d.Val())
 			}
 			if !slices.Contains(p.Versions, v) {
 				p.Versions = append(p.Versions, v)
 			}
 		}
 		if len(p.Versions) == 0 {
-			return true, d.Errf("%s: versions needs v1 and/or v2", directive)
+			return d.Errf("%s: versions needs v1 and/or v2", directive)
 		}
 	case "timeout":
 		if !d.NextArg() {
-			return true, d.ArgErr()
+			return d.ArgErr()
 		}
 		dur, err := caddy.ParseDuration(d.Val())
-		if err != nil || dur <= 0 {
-			return true, d.Errf("%s: timeout %q: not a positive duration", directive, d.Val())
+		if err != nil {
+			return d.Errf("%s: timeout %q: not a duration", directive, d.Val())
 		}
 		p.Timeout = caddy.Duration(dur)
 	case "require_crc":
 		p.RequireCRC = true
 	case "max_header":
 		if !d.NextArg() {
-			return true, d.ArgErr()
+			return d.ArgErr()
 		}
 		n, err := strconv.Atoi(d.Val())
-		if err != nil || n < wire.MaxV1Length || n > 16+0xffff {
-			return true, d.Errf("%s: max_header %q: must be a byte count from %d to %d", directive, d.Val(), wire.MaxV1Length, 16+0xffff)
+		if err != nil {
+			return d.Errf("%s: max_header %q: not a byte count", directive, d.Val())
 		}
 		p.MaxHeader = n
 	default:
-		return false, nil
+		return d.Errf("%s: unknown option %q", directive, option)
 	}
 	if d.NextArg() {
-		return true, d.Errf("%s: %s: unexpected argument %q", directive, option, d.Val())
+		return d.Errf("%s: %s: unexpected argument %q", directive, option, d.Val())
 	}
-	return true, nil
+	return nil
 }
 
+// trimV strips the v of "v1" and "v2".
 func trimV(s string) string {
 	if len(s) > 1 && (s[0] == 'v' || s[0] == 'V') {
 		return s[1:]
 	}
 	return s
-}
-
-// unmarshalPolicyBlock parses `<directive> { <policy options> }`.
-func (p *Policy) unmarshalPolicyBlock(d *caddyfile.Dispenser) error {
-	d.Next() // the directive name
-	directive := d.Val()
-	if d.NextArg() {
-		return d.Errf("%s: unexpected argument %q; options go in a block", directive, d.Val())
-	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		ok, err := p.unmarshalOption(d, directive)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return d.Errf("%s: unknown option %q", directive, d.Val())
-		}
-	}
-	return nil
 }

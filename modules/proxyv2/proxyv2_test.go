@@ -73,11 +73,13 @@ func TestPolicyProvisionErrors(t *testing.T) {
 		p    Policy
 		want string
 	}{
-		{Policy{Trust: []string{"10.0.0.1/8"}}, "did you mean 10.0.0.0/8"},
-		{Policy{Trust: []string{"nope"}}, `trust "nope"`},
-		{Policy{Trust: []string{"10.0.0.0/8"}, Untrusted: "allow"}, `untrusted "allow"`},
-		{Policy{Trust: []string{"10.0.0.0/8"}, Versions: []int{3}}, "versions: 3"},
-		{Policy{Trust: []string{"10.0.0.0/8"}, MaxHeader: 50}, "max_header 50"},
+		{Policy{Trust: []string{"10.0.0.0/33"}}, `proxy_v2: trust: "10.0.0.0/33" is not an IP address or CIDR range`},
+		{Policy{Trust: []string{"nope"}}, `proxy_v2: trust: "nope" is not an IP address or CIDR range`},
+		{Policy{Trust: []string{"10.0.0.0/8"}, Untrusted: "allow"}, `proxy_v2: untrusted "allow": must be "reject" or "plain"`},
+		{Policy{Trust: []string{"10.0.0.0/8"}, Versions: []int{3}}, "proxy_v2: versions: v3 is not a PROXY protocol version (v1 or v2)"},
+		{Policy{Trust: []string{"10.0.0.0/8"}, MaxHeader: 50}, "proxy_v2: max_header 50: must be from 107 to 65551 bytes"},
+		{Policy{Trust: []string{"10.0.0.0/8"}, MaxHeader: MaxHeaderLimit + 1}, "proxy_v2: max_header 65552: must be from 107 to 65551 bytes"},
+		{Policy{Trust: []string{"10.0.0.0/8"}, Timeout: caddy.Duration(-time.Second)}, "proxy_v2: timeout -1s: must be positive"},
 		{Policy{}, "every connection would be rejected"},
 	}
 	for _, c := range cases {
@@ -86,13 +88,33 @@ func TestPolicyProvisionErrors(t *testing.T) {
 			t.Errorf("%+v: error %v, want it to mention %q", c.p, err, c.want)
 		}
 	}
-	ok := Policy{Trust: []string{"10.0.0.0/8", "192.0.2.7"}}
+	// host bits are allowed and masked, as Caddy's remote_ip does
+	ok := Policy{Trust: []string{"10.1.2.3/8", "192.0.2.7", "::ffff:172.16.0.0/108"}, MaxHeader: MaxHeaderLimit}
 	if err := ok.provision("proxy_v2"); err != nil {
 		t.Fatal(err)
 	}
-	if !ok.trusts(&net.TCPAddr{IP: net.ParseIP("192.0.2.7")}) || ok.trusts(&net.TCPAddr{IP: net.ParseIP("192.0.2.8")}) ||
-		!ok.trusts(&net.TCPAddr{IP: net.ParseIP("::ffff:10.1.2.3")}) {
-		t.Error("trust ranges misapplied")
+	for ip, want := range map[string]bool{"192.0.2.7": true, "192.0.2.8": false, "::ffff:10.200.2.3": true, "10.9.9.9": true,
+		"172.16.5.5": true, "172.32.0.1": false, "11.0.0.1": false} {
+		if got := ok.trusts(&net.TCPAddr{IP: net.ParseIP(ip)}); got != want {
+			t.Errorf("trusts(%s) = %v, want %v", ip, got, want)
+		}
+	}
+}
+
+// TestPolicyCaddyfileErrorsNameTheLine: the Caddyfile parser runs the
+// rules Provision runs, after each option, so the error names its line.
+func TestPolicyCaddyfileErrorsNameTheLine(t *testing.T) {
+	for body, want := range map[string]string{
+		"trust 10.0.0.0/8\nmax_header 70000":             "proxy_v2: max_header 70000: must be from 107 to 65551 bytes, at Testfile:3",
+		"trust 10.0.0.0/8\nuntrusted plain\ntimeout -2s": "proxy_v2: timeout -2s: must be positive, at Testfile:4",
+		"trust 10.0.0.0/33":                              `proxy_v2: trust: "10.0.0.0/33" is not an IP address or CIDR range, at Testfile:2`,
+		"versions v2\nuntrusted reject":                  "proxy_v2: no trust ranges and untrusted \"reject\": every connection would be rejected, at Testfile:1",
+	} {
+		var p Policy
+		err := p.unmarshalPolicyBlock(caddyfile.NewTestDispenser("proxy_v2 {\n" + body + "\n}"))
+		if err == nil || err.Error() != want {
+			t.Errorf("%q: error %v, want %q", body, err, want)
+		}
 	}
 }
 

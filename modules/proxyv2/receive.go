@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 
 	"go.uber.org/zap"
@@ -24,9 +25,18 @@ type received struct {
 // receive reads the start of a connection from r: the header of a trusted
 // source, or the first bytes of an untrusted one (which must not be a
 // header). sock supplies the socket addresses. On error the connection must
-// be dropped; the result says why.
-func (p *Policy) receive(r io.Reader, sock net.Conn, trusted bool, into *received) (Result, error) {
+// be dropped; the result says why. A panic while reading costs only this
+// connection (ResultError, logged with its stack to logger): net/http asks
+// a connection for its address before it recovers panics.
+func (p *Policy) receive(logger *zap.Logger, r io.Reader, sock net.Conn, trusted bool, into *received) (res Result, err error) {
 	into.remote, into.local = sock.RemoteAddr(), sock.LocalAddr()
+	defer func() {
+		if v := recover(); v != nil {
+			logger.Error("panic while receiving a PROXY header", zap.Any("panic", v), zap.Stack("stack"))
+			*into = received{remote: sock.RemoteAddr(), local: sock.LocalAddr()}
+			res, err = ResultError, fmt.Errorf("panic while receiving the header: %v", v)
+		}
+	}()
 	rest, err := wire.ReadHeader(r, nil, p.MaxHeader, &into.header)
 	if !trusted {
 		switch {
@@ -65,6 +75,12 @@ func (p *Policy) receive(r io.Reader, sock net.Conn, trusted bool, into *receive
 	return ResultOK, nil
 }
 
+// tcpAddr converts an address from a header to the type Caddy expects
+// from a TCP connection, IPv4-mapped addresses unmapped.
+func tcpAddr(ap netip.AddrPort) *net.TCPAddr {
+	return net.TCPAddrFromAddrPort(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+}
+
 // classify maps a read error to its result.
 func classify(err error) Result {
 	var netErr net.Error
@@ -85,21 +101,13 @@ func classify(err error) Result {
 	return ResultError
 }
 
-// report counts a result and logs a refused connection once, with the
-// peer's socket address.
-func report(logger *zap.Logger, sock net.Conn, res Result, err error) {
+// report counts a result and logs a refused connection through drops,
+// with the peer's socket address.
+func report(drops *dropLog, sock net.Conn, res Result, err error) {
 	count(res)
-	if err == nil {
-		return
+	if err != nil {
+		drops.drop(res, sock.RemoteAddr(), err)
 	}
-	level := logger.Warn
-	if res == ResultEmpty {
-		level = logger.Debug
-	}
-	level("connection dropped",
-		zap.String("result", string(res)),
-		zap.String("peer", sock.RemoteAddr().String()),
-		zap.Error(err))
 }
 
 // errRefused wraps the reason a connection was dropped, for its readers.

@@ -1,26 +1,19 @@
 package proxyv2
 
 import (
-	"container/list"
-	"context"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/base64"
 	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
+	"github.com/rampart-edge/caddy-rampart/internal/netaddr"
 	"github.com/rampart-edge/caddy-rampart/modules/proxyv2/wire"
 )
 
@@ -62,17 +55,6 @@ type Transport struct {
 	pools *clientPools
 }
 
-// TLVConfig is one TLV the transport sends.
-type TLVConfig struct {
-	// Type is alpn, authority, unique_id, netns, or a number from 0x01 to
-	// 0xFF (crc32c, noop and ssl have their own options).
-	Type string `json:"type"`
-	// Value is the TLV's value; placeholders are replaced per request.
-	Value string `json:"value"`
-
-	typ uint8
-}
-
 // DefaultMaxPools is the default bound on connection pools.
 const DefaultMaxPools = 1024
 
@@ -84,29 +66,11 @@ func (Transport) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// tlvNames maps the named TLV types of the Caddyfile and JSON.
-var tlvNames = map[string]uint8{
-	"alpn": wire.TLVALPN, "authority": wire.TLVAuthority, "unique_id": wire.TLVUniqueID, "netns": wire.TLVNetNS,
-}
-
-// parseTLVType parses a TLV type name or number.
-func parseTLVType(s string) (uint8, error) {
-	if typ, ok := tlvNames[strings.ToLower(s)]; ok {
-		return typ, nil
-	}
-	n, err := strconv.ParseUint(strings.TrimPrefix(strings.ToLower(s), "0x"), 16, 8)
-	if err != nil || !strings.HasPrefix(strings.ToLower(s), "0x") {
-		return 0, fmt.Errorf("TLV type %q: use alpn, authority, unique_id, netns or a hex number such as 0xE5", s)
-	}
-	switch uint8(n) {
-	case wire.TLVCRC32C, wire.TLVNoop, wire.TLVSSL, 0:
-		return 0, fmt.Errorf("TLV type %q: crc32c and ssl have their own options; noop and 0 are not sent", s)
-	}
-	return uint8(n), nil
-}
-
-// Provision builds the underlying http transport and the pools.
-func (t *Transport) Provision(ctx caddy.Context) error {
+// validate checks every rule of the transport's own options and of the
+// http transport options it cannot honour. Provision runs it for JSON and
+// Caddyfile configs alike; the Caddyfile parser also runs it after each
+// option, so that the error names the line that broke the rule.
+func (t *Transport) validate() error {
 	for i := range t.TLVs {
 		typ, err := parseTLVType(t.TLVs[i].Type)
 		if err != nil {
@@ -123,17 +87,29 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	if len(t.Versions) == 1 && t.Versions[0] == "3" {
 		return fmt.Errorf("proxy_v2 transport: versions 3: HTTP/3 upstreams cannot carry a PROXY header")
 	}
+	if t.MaxPools < 0 {
+		return fmt.Errorf("proxy_v2 transport: max_pools %d: must be positive", t.MaxPools)
+	}
+	if t.PoolIdleTimeout < 0 {
+		return fmt.Errorf("proxy_v2 transport: pool_idle_timeout %s: must be positive", time.Duration(t.PoolIdleTimeout))
+	}
+	return nil
+}
+
+// Provision validates the options and builds the underlying http
+// transport and the pools.
+func (t *Transport) Provision(ctx caddy.Context) error {
+	if err := t.validate(); err != nil {
+		return err
+	}
 	if t.MaxPools == 0 {
 		t.MaxPools = DefaultMaxPools
-	}
-	if t.MaxPools < 0 {
-		return fmt.Errorf("proxy_v2 transport: max_pools %d must be positive", t.MaxPools)
 	}
 	if err := t.HTTPTransport.Provision(ctx); err != nil {
 		return err
 	}
 	idle := time.Duration(t.PoolIdleTimeout)
-	if idle <= 0 {
+	if idle == 0 {
 		idle = t.HTTPTransport.Transport.IdleConnTimeout
 	}
 	if idle <= 0 {
@@ -166,7 +142,7 @@ func (t *Transport) header(req *http.Request, dst []byte) ([]byte, error) {
 	h := wire.Header{Command: wire.CommandLocal, TLVs: tlvs[:0]}
 	src, srcErr := netip.ParseAddrPort(req.RemoteAddr)
 	local, _ := req.Context().Value(http.LocalAddrContextKey).(net.Addr)
-	destination, destinationOK := addrPortOf(local)
+	destination, destinationOK := netaddr.AddrPort(local)
 	if srcErr == nil && destinationOK {
 		h.Command, h.Source, h.Destination = wire.CommandProxy, src, destination
 	}
@@ -192,67 +168,6 @@ func (t *Transport) header(req *http.Request, dst []byte) ([]byte, error) {
 	return out, nil
 }
 
-// sslInfo describes the client's TLS connection as the SSL TLV does. The
-// upstream request reverse_proxy hands a transport carries no TLS state,
-// so it comes from the request's placeholders. Verify is 0 when the client
-// presented a certificate: Caddy completes a handshake with a client
-// certificate only if it passes the site's client_auth verification (modes
-// `request` and `require` do not verify; see the README).
-func sslInfo(repl *caddy.Replacer) wire.SSL {
-	s := wire.SSL{Verify: 1}
-	if repl == nil {
-		return s
-	}
-	version, _ := repl.GetString("http.request.tls.version")
-	if version == "" {
-		return s
-	}
-	s.Client = wire.SSLClientSSL
-	s.Version = tlsVersionName(version)
-	s.Cipher, _ = repl.GetString("http.request.tls.cipher_suite")
-	der, _ := repl.GetString("http.request.tls.client.certificate_der_base64")
-	raw, err := base64.StdEncoding.DecodeString(der)
-	if der == "" || err != nil {
-		return s
-	}
-	cert, err := x509.ParseCertificate(raw)
-	if err != nil {
-		return s
-	}
-	s.Client |= wire.SSLClientCertConn
-	s.Verify = 0
-	s.CN = cert.Subject.CommonName
-	s.SigAlg = cert.SignatureAlgorithm.String()
-	s.KeyAlg = keyAlgName(cert)
-	return s
-}
-
-// tlsVersionName turns Caddy's "tls1.3" into HAProxy's and OpenSSL's
-// "TLSv1.3".
-func tlsVersionName(caddyName string) string {
-	switch caddyName {
-	case "tls1.0":
-		return "TLSv1"
-	case "tls1.1", "tls1.2", "tls1.3":
-		return "TLSv" + strings.TrimPrefix(caddyName, "tls")
-	}
-	return caddyName
-}
-
-// keyAlgName names the certificate's key the way HAProxy does: RSA2048,
-// EC256, ED25519.
-func keyAlgName(cert *x509.Certificate) string {
-	switch key := cert.PublicKey.(type) {
-	case *rsa.PublicKey:
-		return "RSA" + strconv.Itoa(key.N.BitLen())
-	case *ecdsa.PublicKey:
-		return "EC" + strconv.Itoa(key.Curve.Params().BitSize)
-	case ed25519.PublicKey:
-		return "ED25519"
-	}
-	return cert.PublicKeyAlgorithm.String()
-}
-
 // Cleanup closes the pools and the underlying transport.
 func (t *Transport) Cleanup() error {
 	if t.pools != nil {
@@ -271,161 +186,84 @@ func (t *Transport) Cleanup() error {
 //	    pool_idle_timeout <duration>
 //	    # ...and any option of the http transport
 //	}
+//
+// Options of the http transport are handed to its own unmarshaler one at
+// a time, as the user's own tokens between the block's own braces, so that
+// every error names the user's line.
 func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next()
-	name := d.Token()
-	httpTokens := []caddyfile.Token{name, {File: name.File, Line: name.Line, Text: "{"}}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		option := d.Val()
-		switch option {
-		case "tlv":
-			args := d.RemainingArgs()
-			if len(args) != 2 {
-				return d.Errf("proxy_v2 transport: tlv takes a type and a value, got %d arguments", len(args))
-			}
-			if _, err := parseTLVType(args[0]); err != nil {
-				return d.Errf("proxy_v2 transport: %v", err)
-			}
-			t.TLVs = append(t.TLVs, TLVConfig{Type: args[0], Value: args[1]})
-		case "ssl", "crc32c":
-			if d.NextArg() {
-				return d.Errf("proxy_v2 transport: %s takes no argument, got %q", option, d.Val())
-			}
-			if option == "ssl" {
-				t.SSL = true
-			} else {
-				t.CRC32C = true
-			}
-		case "max_pools":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			n, err := strconv.Atoi(d.Val())
-			if err != nil || n <= 0 {
-				return d.Errf("proxy_v2 transport: max_pools %q: not a positive number", d.Val())
-			}
-			t.MaxPools = n
-		case "pool_idle_timeout":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			dur, err := caddy.ParseDuration(d.Val())
-			if err != nil || dur <= 0 {
-				return d.Errf("proxy_v2 transport: pool_idle_timeout %q: not a positive duration", d.Val())
-			}
-			t.PoolIdleTimeout = caddy.Duration(dur)
-		case "proxy_protocol":
-			return d.Errf("proxy_v2 transport: proxy_protocol: the proxy_v2 transport writes the header itself")
-		default:
-			httpTokens = append(httpTokens, d.NextSegment()...)
+	d.Next() // the transport name
+	if d.NextArg() {
+		return d.Errf("proxy_v2 transport: unexpected argument %q; options go in a block", d.Val())
+	}
+	block := d.NextSegment() // the name and, if any, the block with its braces
+	if len(block) < 2 {
+		return nil
+	}
+	inner := caddyfile.NewDispenser(block)
+	inner.Next()
+	for nesting := inner.Nesting(); inner.NextBlock(nesting); {
+		segment := inner.NextSegment()
+		option := caddyfile.NewDispenser(segment)
+		option.Next()
+		if err := t.unmarshalOption(option, block, segment); err != nil {
+			return err
+		}
+		if err := t.validate(); err != nil {
+			return option.WrapErr(err)
 		}
 	}
-	last := name.Line
-	if n := len(httpTokens); n > 0 {
-		last = httpTokens[n-1].Line
-	}
-	httpTokens = append(httpTokens, caddyfile.Token{File: name.File, Line: last + 1, Text: "}"})
-	return t.HTTPTransport.UnmarshalCaddyfile(caddyfile.NewDispenser(httpTokens))
+	return nil
 }
 
-// clientPools holds one http.Transport per distinct header, bounded in
-// number (least recently used first out) and reaped when idle.
-type clientPools struct {
-	base *http.Transport
-	max  int
-	idle time.Duration
-
-	mu      sync.Mutex
-	entries map[string]*list.Element
-	lru     list.List // of *clientPool, most recent first
-	stop    chan struct{}
-}
-
-type clientPool struct {
-	header   string
-	rt       *http.Transport
-	lastUsed time.Time
-}
-
-func newClientPools(base *http.Transport, maxPools int, idle time.Duration) *clientPools {
-	p := &clientPools{base: base, max: maxPools, idle: idle, entries: make(map[string]*list.Element), stop: make(chan struct{})}
-	go p.reap()
-	return p
-}
-
-// get returns the transport whose connections start with header.
-func (p *clientPools) get(header []byte) *http.Transport {
-	now := time.Now()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if el, ok := p.entries[string(header)]; ok {
-		pool := el.Value.(*clientPool)
-		pool.lastUsed = now
-		p.lru.MoveToFront(el)
-		return pool.rt
-	}
-	pool := &clientPool{header: string(header), rt: p.base.Clone(), lastUsed: now}
-	dial := p.base.DialContext
-	pool.rt.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		conn, err := dial(ctx, network, addr)
+// unmarshalOption parses the option at d's cursor: one of the transport's
+// own, or one of the http transport's, which its unmarshaler reads from
+// the option's segment placed inside the transport's block.
+func (t *Transport) unmarshalOption(d *caddyfile.Dispenser, block, segment caddyfile.Segment) error {
+	option := d.Val()
+	switch option {
+	case "tlv":
+		args := d.RemainingArgs()
+		if len(args) != 2 {
+			return d.Errf("proxy_v2 transport: tlv takes a type and a value, got %d arguments", len(args))
+		}
+		t.TLVs = append(t.TLVs, TLVConfig{Type: args[0], Value: args[1]})
+	case "ssl", "crc32c":
+		if d.NextArg() {
+			return d.Errf("proxy_v2 transport: %s takes no argument, got %q", option, d.Val())
+		}
+		if option == "ssl" {
+			t.SSL = true
+		} else {
+			t.CRC32C = true
+		}
+	case "max_pools":
+		if !d.NextArg() {
+			return d.ArgErr()
+		}
+		n, err := strconv.Atoi(d.Val())
 		if err != nil {
-			return nil, err
+			return d.Errf("proxy_v2 transport: max_pools %q: not a number", d.Val())
 		}
-		if _, err := conn.Write([]byte(pool.header)); err != nil {
-			_ = conn.Close()
-			return nil, fmt.Errorf("writing PROXY header to %s: %w", addr, err)
+		t.MaxPools = n
+	case "pool_idle_timeout":
+		if !d.NextArg() {
+			return d.ArgErr()
 		}
-		return conn, nil
-	}
-	p.entries[pool.header] = p.lru.PushFront(pool)
-	for p.lru.Len() > p.max {
-		p.remove(p.lru.Back())
-	}
-	return pool.rt
-}
-
-func (p *clientPools) remove(el *list.Element) {
-	pool := p.lru.Remove(el).(*clientPool)
-	delete(p.entries, pool.header)
-	pool.rt.CloseIdleConnections()
-}
-
-// reap closes the pools idle for longer than p.idle.
-func (p *clientPools) reap() {
-	ticker := time.NewTicker(max(p.idle/2, time.Second))
-	defer ticker.Stop()
-	for {
-		select {
-		case <-p.stop:
-			return
-		case now := <-ticker.C:
-			p.mu.Lock()
-			for el := p.lru.Back(); el != nil; {
-				prev := el.Prev()
-				if now.Sub(el.Value.(*clientPool).lastUsed) > p.idle {
-					p.remove(el)
-				}
-				el = prev
-			}
-			p.mu.Unlock()
+		dur, err := caddy.ParseDuration(d.Val())
+		if err != nil {
+			return d.Errf("proxy_v2 transport: pool_idle_timeout %q: not a duration", d.Val())
 		}
+		t.PoolIdleTimeout = caddy.Duration(dur)
+	default:
+		name, open, closing := block[0], block[1], block[len(block)-1]
+		tokens := make(caddyfile.Segment, 0, len(segment)+3)
+		tokens = append(append(append(tokens, name, open), segment...), closing)
+		return t.HTTPTransport.UnmarshalCaddyfile(caddyfile.NewDispenser(tokens))
 	}
-}
-
-// len returns the number of pools.
-func (p *clientPools) len() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.lru.Len()
-}
-
-func (p *clientPools) close() {
-	close(p.stop)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for p.lru.Len() > 0 {
-		p.remove(p.lru.Back())
+	if d.NextArg() {
+		return d.Errf("proxy_v2 transport: %s: unexpected argument %q", option, d.Val())
 	}
+	return nil
 }
 
 // Interface guards
