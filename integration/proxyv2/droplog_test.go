@@ -103,6 +103,9 @@ http://:%d {
 	total := 0
 	for scanner.Scan() {
 		total++
+		if total <= 2 {
+			t.Logf("log line %d: %s", total, scanner.Text())
+		}
 		var line struct {
 			Msg    string `json:"msg"`
 			Result string `json:"result"`
