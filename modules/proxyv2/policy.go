@@ -250,6 +250,10 @@ func (p *Policy) unmarshalOption(d *caddyfile.Dispenser, directive string) error
 	if d.NextArg() {
 		return d.Errf("%s: %s: unexpected argument %q", directive, option, d.Val())
 	}
+	if d.NextBlock(d.Nesting()) {
+		d.Prev() // to the brace, on the option's line
+		return d.Errf("%s: %s takes no block", directive, option)
+	}
 	return nil
 }
 

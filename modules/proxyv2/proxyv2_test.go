@@ -108,6 +108,7 @@ func TestPolicyCaddyfileErrorsNameTheLine(t *testing.T) {
 		"trust 10.0.0.0/8\nmax_header 70000":             "proxy_v2: max_header 70000: must be from 107 to 65551 bytes, at Testfile:3",
 		"trust 10.0.0.0/8\nuntrusted plain\ntimeout -2s": "proxy_v2: timeout -2s: must be positive, at Testfile:4",
 		"trust 10.0.0.0/33":                              `proxy_v2: trust: "10.0.0.0/33" is not an IP address or CIDR range, at Testfile:2`,
+		"require_crc {\nx\n}\ntrust 10.0.0.0/8": "proxy_v2: require_crc takes no block, at Testfile:2",
 		"versions v2\nuntrusted reject":                  "proxy_v2: no trust ranges and untrusted \"reject\": every connection would be rejected, at Testfile:1",
 	} {
 		var p Policy
@@ -138,6 +139,30 @@ func FuzzPolicyCaddyfile(f *testing.F) {
 	})
 }
 
+// FuzzTransportCaddyfile feeds arbitrary option lines to the transport's
+// block parser, which hands the http transport's options to Caddy's own
+// parser: it must never panic, every error must name a line, and what it
+// accepts must pass the rules Provision runs.
+func FuzzTransportCaddyfile(f *testing.F) {
+	for _, s := range []string{"tlv authority {host}\ncrc32c", "ssl\nmax_pools 3\npool_idle_timeout 1m", "dial_timeout 3s\nkeepalive off",
+		"tls_trust_pool file {\n pem_file /x\n}\nssl", "proxy_protocol v2", "tlv 0xE5", "versions 3", "max_pools -1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		var tr Transport
+		err := tr.UnmarshalCaddyfile(caddyfile.NewTestDispenser("proxy_v2 {\n" + body + "\n}"))
+		if err != nil {
+			if !strings.Contains(err.Error(), "Testfile:") {
+				t.Fatalf("error names no line: %v", err)
+			}
+			return
+		}
+		if err := tr.validate(); err != nil {
+			t.Fatalf("accepted a config that Provision refuses: %v", err)
+		}
+	})
+}
+
 func TestTransportCaddyfileKeepsHTTPOptions(t *testing.T) {
 	d := caddyfile.NewTestDispenser(`proxy_v2 {
 		tlv authority {host}
@@ -157,7 +182,7 @@ func TestTransportCaddyfileKeepsHTTPOptions(t *testing.T) {
 		time.Duration(tr.DialTimeout) != 3*time.Second || tr.KeepAlive == nil {
 		t.Errorf("parsed %+v", tr)
 	}
-	for _, bad := range []string{"proxy_v2 {\n tlv crc32c x\n}", "proxy_v2 {\n tlv 0xZZ x\n}", "proxy_v2 {\n proxy_protocol v2\n}", "proxy_v2 {\n nonsense 1\n}"} {
+	for _, bad := range []string{"proxy_v2 {\n ssl {\n  x\n }\n}", "proxy_v2 {\n tlv crc32c x\n}", "proxy_v2 {\n tlv 0xZZ x\n}", "proxy_v2 {\n proxy_protocol v2\n}", "proxy_v2 {\n nonsense 1\n}"} {
 		var tr Transport
 		if err := tr.UnmarshalCaddyfile(caddyfile.NewTestDispenser(bad)); err == nil {
 			t.Errorf("%q accepted", bad)

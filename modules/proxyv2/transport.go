@@ -263,6 +263,9 @@ func (t *Transport) unmarshalOption(d *caddyfile.Dispenser, block, segment caddy
 	if d.NextArg() {
 		return d.Errf("proxy_v2 transport: %s: unexpected argument %q", option, d.Val())
 	}
+	if d.Next() {
+		return d.Errf("proxy_v2 transport: %s takes no block", option)
+	}
 	return nil
 }
 
