@@ -74,7 +74,7 @@ func TestDropLogSumsUpFloods(t *testing.T) {
 	t.Logf("4000 drops in %s: %d lines", elapsed, logs.Len())
 }
 
-// TestDropLogQuietAfterASecond: a lone drop is one line, and after a quiet
+// TestDropLogQuietAfterASecond checks that a lone drop is one line, and that after a quiet
 // second the next drop is logged in full again.
 func TestDropLogQuietAfterASecond(t *testing.T) {
 	core, logs := observer.New(zapcore.DebugLevel)
@@ -91,7 +91,7 @@ func TestDropLogQuietAfterASecond(t *testing.T) {
 	}
 }
 
-// TestDropLogDisabledLevel: drops below the logger's level cost no lock and
+// TestDropLogDisabledLevel checks that drops below the logger's level cost no lock and
 // no line.
 func TestDropLogDisabledLevel(t *testing.T) {
 	core, logs := observer.New(zapcore.InfoLevel)

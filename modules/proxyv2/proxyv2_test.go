@@ -101,14 +101,14 @@ func TestPolicyProvisionErrors(t *testing.T) {
 	}
 }
 
-// TestPolicyCaddyfileErrorsNameTheLine: the Caddyfile parser runs the
+// TestPolicyCaddyfileErrorsNameTheLine checks that the Caddyfile parser runs the
 // rules Provision runs, after each option, so the error names its line.
 func TestPolicyCaddyfileErrorsNameTheLine(t *testing.T) {
 	for body, want := range map[string]string{
 		"trust 10.0.0.0/8\nmax_header 70000":             "proxy_v2: max_header 70000: must be from 107 to 65551 bytes, at Testfile:3",
 		"trust 10.0.0.0/8\nuntrusted plain\ntimeout -2s": "proxy_v2: timeout -2s: must be positive, at Testfile:4",
 		"trust 10.0.0.0/33":                              `proxy_v2: trust: "10.0.0.0/33" is not an IP address or CIDR range, at Testfile:2`,
-		"require_crc {\nx\n}\ntrust 10.0.0.0/8": "proxy_v2: require_crc takes no block, at Testfile:2",
+		"require_crc {\nx\n}\ntrust 10.0.0.0/8":          "proxy_v2: require_crc takes no block, at Testfile:2",
 		"versions v2\nuntrusted reject":                  "proxy_v2: no trust ranges and untrusted \"reject\": every connection would be rejected, at Testfile:1",
 	} {
 		var p Policy

@@ -116,8 +116,10 @@ type errRefused struct {
 	err    error
 }
 
+// Error names the result and the reason.
 func (e *errRefused) Error() string {
 	return fmt.Sprintf("proxy_v2: connection dropped (%s): %v", e.result, e.err)
 }
 
+// Unwrap returns the reason.
 func (e *errRefused) Unwrap() error { return e.err }

@@ -149,6 +149,7 @@ func parseV1(b []byte, h *Header, maxLen int) (int, error) {
 	return end + 1, nil
 }
 
+// parseV1Addr parses a v1 address, which must be of the line's family.
 func parseV1Addr(b []byte, family Family) (netip.Addr, error) {
 	addr, err := netip.ParseAddr(string(b))
 	if err != nil || addr.Zone() != "" {
@@ -160,6 +161,7 @@ func parseV1Addr(b []byte, family Family) (netip.Addr, error) {
 	return addr, nil
 }
 
+// parseV1Port parses a v1 port: a decimal without leading zeros.
 func parseV1Port(b []byte) (uint16, error) {
 	if len(b) > 5 || (len(b) > 1 && b[0] == '0') {
 		return 0, fmt.Errorf("%w: v1 port %q is not a decimal in 0-65535", ErrMalformed, b)
@@ -189,6 +191,8 @@ const (
 	unixPathLen    = 108
 )
 
+// parseV2 parses the v2 header at the start of b into h and returns its
+// length, or ErrIncomplete when b holds only part of it.
 func parseV2(b []byte, h *Header, maxLen int) (int, error) {
 	if len(b) < v2HeaderLen {
 		return 0, ErrIncomplete
@@ -298,6 +302,7 @@ func (h *Header) HasCRC() bool {
 	return ok
 }
 
+// unixPath is a v2 unix address: the bytes up to the first NUL.
 func unixPath(b []byte) string {
 	if i := bytes.IndexByte(b, 0); i >= 0 {
 		b = b[:i]

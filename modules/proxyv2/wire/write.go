@@ -89,6 +89,7 @@ func (h *Header) wireFamily() (Family, Transport) {
 	return FamilyUnspec, TransportUnspec
 }
 
+// appendPadded appends a unix path padded with NULs to its v2 field size.
 func appendPadded(dst []byte, path string) []byte {
 	dst = append(dst, path...)
 	return append(dst, make([]byte, unixPathLen-len(path))...)
