@@ -66,6 +66,25 @@ func TestPlaceholderValues(t *testing.T) {
 	if v, ok := placeholderValue(nil, "authority"); !ok || v != "" {
 		t.Errorf("no header: %q %v", v, ok)
 	}
+	lb := &net.TCPAddr{IP: net.IPv4(10, 0, 0, 2), Port: 41234}
+	for _, c := range []struct {
+		h    *wire.Header
+		peer net.Addr
+		key  string
+		want string
+		ok   bool
+	}{
+		{&h, lb, "l4.proxy.peer", "10.0.0.2:41234", true},
+		{nil, lb, "l4.proxy.peer", "10.0.0.2:41234", true},
+		{nil, nil, "l4.proxy.peer", "", true},
+		{&h, lb, "l4.proxy.authority", "x.test", true},
+		{&h, lb, "http.request.proxy.peer", "", false},
+	} {
+		v, ok := replacerFunc(c.h, c.peer, L4PlaceholderPrefix)(c.key)
+		if ok != c.ok || (ok && v != c.want) {
+			t.Errorf("%s = %v, %v; want %q, %v", c.key, v, ok, c.want, c.ok)
+		}
+	}
 }
 
 func TestPolicyProvisionErrors(t *testing.T) {
