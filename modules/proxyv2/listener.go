@@ -105,7 +105,7 @@ func (l *listener) Accept() (net.Conn, error) {
 			_ = c.Close()
 			continue
 		}
-		return &Conn{Conn: c, policy: &l.lw.Policy, logger: l.lw.logger, drops: l.lw.drops, trusted: trusted}, nil
+		return &Conn{Conn: c, lw: l.lw, trusted: trusted}, nil
 	}
 }
 
@@ -114,9 +114,7 @@ func (l *listener) Accept() (net.Conn, error) {
 // header; RemoteAddr and LocalAddr then return the addresses it carried.
 type Conn struct {
 	net.Conn
-	policy  *Policy
-	logger  *zap.Logger
-	drops   *dropLog
+	lw      *ListenerWrapper // its policy and logs
 	trusted bool
 
 	once     sync.Once
@@ -132,20 +130,20 @@ func (c *Conn) start() {
 	c.once.Do(func() {
 		if c.trusted {
 			c.deadlineMu.Lock()
-			limit := time.Now().Add(time.Duration(c.policy.Timeout))
+			limit := time.Now().Add(time.Duration(c.lw.Timeout))
 			if !c.deadline.IsZero() && c.deadline.Before(limit) {
 				limit = c.deadline
 			}
 			_ = c.Conn.SetReadDeadline(limit)
 			c.deadlineMu.Unlock()
 		}
-		res, err := c.policy.receive(c.logger, c.Conn, c.Conn, c.trusted, &c.received)
+		res, err := c.lw.receive(c.lw.logger, c.Conn, c.Conn, c.trusted, &c.received)
 		if c.trusted {
 			c.deadlineMu.Lock()
 			_ = c.Conn.SetReadDeadline(c.deadline)
 			c.deadlineMu.Unlock()
 		}
-		report(c.drops, c.Conn, res, err)
+		report(c.lw.drops, c.Conn, res, err)
 		if err != nil {
 			c.err = &errRefused{result: res, err: err}
 			_ = c.Conn.Close()

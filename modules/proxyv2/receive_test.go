@@ -53,15 +53,14 @@ func loopbackPair(t *testing.T) (client, server net.Conn) {
 // leave the caller running.
 func TestPanicWhileReceivingCostsOneConnection(t *testing.T) {
 	_, server := loopbackPair(t)
-	p := Policy{Trust: []string{"127.0.0.1"}}
-	if err := p.provision("proxy_v2"); err != nil {
+	core, logs := observer.New(zapcore.DebugLevel)
+	lw := &ListenerWrapper{Policy: Policy{Trust: []string{"127.0.0.1"}}, logger: zap.New(core), drops: newDropLog(zap.New(core))}
+	if err := lw.provision("proxy_v2"); err != nil {
 		t.Fatal(err)
 	}
-	core, logs := observer.New(zapcore.DebugLevel)
-	logger := zap.New(core)
+	defer lw.Cleanup()
 	sock := &faultyConn{Conn: server}
-	c := &Conn{Conn: sock, policy: &p, logger: logger, drops: newDropLog(logger), trusted: true}
-	defer c.drops.stop()
+	c := &Conn{Conn: sock, lw: lw, trusted: true}
 	before := counterValue(resultCounters[ResultError])
 
 	if got := c.RemoteAddr(); got == nil || got.String() != server.RemoteAddr().String() {
