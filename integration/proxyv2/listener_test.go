@@ -319,8 +319,10 @@ func TestNginxStreamV1IntoRampart(t *testing.T) {
 // without proxy_v2 (measured alike): net/http's conn.serve returns without
 // answering a request it finishes reading after Shutdown began, and on
 // Linux Caddy binds each config's socket with SO_REUSEPORT, so the old
-// socket's accept queue is reset when it closes. The test bounds that at
-// 1% and reports it.
+// socket's accept queue is reset when it closes. That loss is a few
+// connections per reload whatever the load (8–17 over 5 reloads measured,
+// between 1,000 and 2,300 connections depending on how busy the machine
+// is), so the test bounds it per reload, at 8, and reports it.
 func TestReloadUnderLoad(t *testing.T) {
 	c, addr, logFile := startListener(t, defaultPolicy)
 	var p int
@@ -373,7 +375,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	total := ok.Load() + failed.Load()
 	t.Logf("%d connections across 5 reloads: %v headers received, %d answered, %d closed by Caddy without an answer",
 		total, accepted, ok.Load(), failed.Load())
-	if ok.Load() < 100 || failed.Load()*100 > total {
+	if ok.Load() < 100 || failed.Load() > 8*5 {
 		t.Errorf("%d of %d connections failed", failed.Load(), total)
 	}
 }
