@@ -1,6 +1,7 @@
 package proxyv2_test
 
 import (
+	"bytes"
 	"bufio"
 	"encoding/json"
 	"fmt"
@@ -18,7 +19,8 @@ import (
 // proxy_v2 log through Caddy's own logging config: the first drop of each
 // result is logged in full, then one line per result and second, and the
 // lines' counts and rampart_proxy_headers_total both add up to exactly the
-// connections sent.
+// connections sent. Caddy's whole log (every logger, at its default level)
+// stays a few lines long too.
 func TestDropFloodIsSummedUp(t *testing.T) {
 	port := harness.FreePort(t)
 	logFile := t.TempDir() + "/proxy_v2.log"
@@ -27,6 +29,10 @@ func TestDropFloodIsSummedUp(t *testing.T) {
 		output file %s
 		format json
 		include caddy.listeners.proxy_v2
+	}
+	log everything {
+		output file %s.all
+		format json
 	}
 	servers {
 		listener_wrappers {
@@ -41,7 +47,7 @@ http://:%d {
 	bind 127.0.0.1
 	respond ok
 }
-`, logFile, port))
+`, logFile, logFile, port))
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	harness.WaitListening(t, addr, 5*time.Second)
 	before := headerCounts(t, c)
@@ -137,6 +143,14 @@ http://:%d {
 		if lines[res] > maxLines {
 			t.Errorf("%s: %d log lines for %d drops in %s, want at most %d", res, lines[res], n, elapsed.Round(time.Millisecond), maxLines)
 		}
+	}
+	// nothing else in Caddy logs a line per dropped connection either
+	all, err := os.ReadFile(logFile + ".all")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(all, []byte("\n")); n > total+20 {
+		t.Errorf("the whole log has %d lines for %d dropped connections (proxy_v2's: %d):\n%s", n, want, total, all[:min(len(all), 4000)])
 	}
 	t.Logf("%d dropped connections in %s (%v): %d log lines", want, elapsed.Round(time.Millisecond), counted, total)
 }
