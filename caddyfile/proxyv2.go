@@ -18,6 +18,8 @@ func init() {
 	httpcaddyfile.RegisterDirectiveOrder("proxy_v2_vars", httpcaddyfile.Before, "tracing")
 }
 
+// parseProxyV2Vars sets up the proxy_v2_vars handler from its Caddyfile
+// tokens.
 func parseProxyV2Vars(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	var handler proxyv2.VarsHandler
 	return handler, handler.UnmarshalCaddyfile(h.Dispenser)
