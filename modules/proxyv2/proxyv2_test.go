@@ -147,20 +147,8 @@ func FuzzPolicyCaddyfile(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, body string) {
-		d, ok := fuzzDispenser(body)
-		if !ok {
-			return
-		}
 		var p Policy
-		if err := p.unmarshalPolicyBlock(d); err != nil {
-			if !strings.Contains(err.Error(), "Testfile:") {
-				t.Fatalf("error names no line: %v", err)
-			}
-			return
-		}
-		if err := p.provision("proxy_v2"); err != nil {
-			t.Fatalf("accepted a block that Provision refuses: %v", err)
-		}
+		fuzzBlock(t, body, p.unmarshalPolicyBlock, func() error { return p.provision("proxy_v2") })
 	})
 }
 
@@ -174,32 +162,28 @@ func FuzzTransportCaddyfile(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, body string) {
-		d, ok := fuzzDispenser(body)
-		if !ok {
-			return
-		}
 		var tr Transport
-		err := tr.UnmarshalCaddyfile(d)
-		if err != nil {
-			if !strings.Contains(err.Error(), "Testfile:") {
-				t.Fatalf("error names no line: %v", err)
-			}
-			return
-		}
-		if err := tr.validate(); err != nil {
-			t.Fatalf("accepted a config that Provision refuses: %v", err)
-		}
+		fuzzBlock(t, body, tr.UnmarshalCaddyfile, tr.validate)
 	})
 }
 
-// fuzzDispenser is a dispenser over `proxy_v2 { body }`, or false when the
-// Caddyfile lexer refuses the text (before any parser of ours sees it).
-func fuzzDispenser(body string) (*caddyfile.Dispenser, bool) {
+// fuzzBlock parses `proxy_v2 { body }` with parse (skipping text the
+// Caddyfile lexer refuses, before any parser of ours sees it): an error
+// must name a line, and a block parse accepts must pass provision.
+func fuzzBlock(t *testing.T, body string, parse func(*caddyfile.Dispenser) error, provision func() error) {
 	tokens, err := caddyfile.Tokenize([]byte("proxy_v2 {\n"+body+"\n}"), "Testfile")
 	if err != nil {
-		return nil, false
+		return
 	}
-	return caddyfile.NewDispenser(tokens), true
+	if err := parse(caddyfile.NewDispenser(tokens)); err != nil {
+		if !strings.Contains(err.Error(), "Testfile:") {
+			t.Fatalf("error names no line: %v", err)
+		}
+		return
+	}
+	if err := provision(); err != nil {
+		t.Fatalf("accepted a block that Provision refuses: %v", err)
+	}
 }
 
 func TestTransportCaddyfileKeepsHTTPOptions(t *testing.T) {
