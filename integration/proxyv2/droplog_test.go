@@ -1,8 +1,8 @@
 package proxyv2_test
 
 import (
-	"bytes"
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
