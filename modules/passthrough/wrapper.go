@@ -103,7 +103,7 @@ type router struct {
 	conns     chan net.Conn
 	done      chan struct{}
 	closeOnce sync.Once
-	err       error
+	err       error // why Accept ends, set once before done is closed
 }
 
 func (r *router) loop() {
@@ -114,8 +114,7 @@ func (r *router) loop() {
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
 			}
-			r.err = err
-			r.shutdown()
+			r.shutdown(err)
 			return
 		}
 		go r.route(conn)
@@ -160,11 +159,18 @@ func (r *router) Accept() (net.Conn, error) {
 // end on their own, which is what lets a reload keep them.
 func (r *router) Close() error {
 	err := r.Listener.Close()
-	r.shutdown()
+	r.shutdown(net.ErrClosed)
 	return err
 }
 
-func (r *router) shutdown() { r.closeOnce.Do(func() { close(r.done) }) }
+// shutdown ends Accept with err (the first reason only: Close and the
+// accept loop's failure race when the listener is closed).
+func (r *router) shutdown(err error) {
+	r.closeOnce.Do(func() {
+		r.err = err
+		close(r.done)
+	})
+}
 
 // Interface guards
 var (
