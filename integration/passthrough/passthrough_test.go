@@ -10,7 +10,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
-	_ "github.com/mholt/caddy-l4"
 
 	_ "github.com/rampart-edge/caddy-rampart"
 	"github.com/rampart-edge/caddy-rampart/integration/harness"
@@ -302,8 +301,9 @@ func TestConnCurLimit(t *testing.T) {
 	}
 	passthrough {
 		pass.test %s {
-			track per_sni {l4.tls.server_name}
-			reject conn_cur gt 2
+			track per_sni {l4.tls.server_name} {
+				reject conn_cur gt 2
+			}
 		}
 	}`, b1.addr))
 	var open []*session

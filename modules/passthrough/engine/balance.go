@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"sync/atomic"
 	"time"
 )
@@ -86,7 +87,7 @@ type Balancer struct {
 // Pick returns a healthy upstream for a client (the client's IP is used by
 // ip_hash), skipping those in exclude (already tried), or nil when none is
 // available.
-func (b *Balancer) Pick(clientIP string, exclude []*Upstream) *Upstream {
+func (b *Balancer) Pick(client netip.Addr, exclude []*Upstream) *Upstream {
 	n := len(b.Upstreams)
 	if n == 0 {
 		return nil
@@ -132,7 +133,8 @@ func (b *Balancer) Pick(clientIP string, exclude []*Upstream) *Upstream {
 		return b.scan(rand.IntN(n), usable)
 	case IPHash:
 		h := fnv.New32a()
-		_, _ = h.Write([]byte(clientIP))
+		ip := client.As16()
+		_, _ = h.Write(ip[:])
 		return b.scan(int(h.Sum32()%uint32(n)), usable)
 	default:
 		return b.scan(int(b.next.Add(1)%uint64(n)), usable)
@@ -166,7 +168,8 @@ type HealthCheck struct {
 	OnChange func(u *Upstream, healthy bool)
 }
 
-// Run checks every upstream each interval until ctx ends.
+// Run checks every upstream each interval until ctx ends (the context of
+// the configuration that owns the upstreams).
 func (hc *HealthCheck) Run(ctx context.Context, ups []*Upstream) {
 	if hc.Interval <= 0 {
 		return

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -239,20 +240,20 @@ func TestBalancer(t *testing.T) {
 	bal := &Balancer{Policy: RoundRobin, Upstreams: []*Upstream{a, b, c}}
 	seen := map[string]int{}
 	for range 30 {
-		seen[bal.Pick("", nil).Addr]++
+		seen[bal.Pick(netip.Addr{}, nil).Addr]++
 	}
 	if seen["a"] != 10 || seen["b"] != 10 || seen["c"] != 10 {
 		t.Fatalf("round robin spread %v", seen)
 	}
 	b.SetHealthy(false)
 	for range 10 {
-		if bal.Pick("", nil) == b {
+		if bal.Pick(netip.Addr{}, nil) == b {
 			t.Fatal("picked an unhealthy upstream")
 		}
 	}
 	bal.Policy = LeastConn
 	rel := a.Acquire()
-	if u := bal.Pick("", nil); u != c {
+	if u := bal.Pick(netip.Addr{}, nil); u != c {
 		t.Fatalf("least_conn picked %s, want c", u.Addr)
 	}
 	rel()
@@ -261,15 +262,15 @@ func TestBalancer(t *testing.T) {
 		t.Fatal("release counted twice")
 	}
 	bal.Policy = IPHash
-	if bal.Pick("192.0.2.1", nil) != bal.Pick("192.0.2.1", nil) {
+	if bal.Pick(netip.MustParseAddr("192.0.2.1"), nil) != bal.Pick(netip.MustParseAddr("192.0.2.1"), nil) {
 		t.Fatal("ip_hash is not stable")
 	}
 	bal.Policy = First
-	if bal.Pick("", []*Upstream{a}) != c {
+	if bal.Pick(netip.Addr{}, []*Upstream{a}) != c {
 		t.Fatal("first did not skip the excluded upstream")
 	}
 	c.SetHealthy(false)
-	if bal.Pick("", []*Upstream{a}) != nil {
+	if bal.Pick(netip.Addr{}, []*Upstream{a}) != nil {
 		t.Fatal("picked although nothing is usable")
 	}
 	if _, err := ParsePolicy("weighted"); err == nil {
