@@ -147,6 +147,8 @@ type routeParser struct {
 	seen    map[string]bool
 }
 
+// newRouteParser starts a block: connections that are not TLS are closed
+// unless `non_tls pass`.
 func newRouteParser() *routeParser {
 	return &routeParser{nonTLS: "close", seen: map[string]bool{}}
 }

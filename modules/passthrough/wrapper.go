@@ -106,6 +106,7 @@ type router struct {
 	err       error // why Accept ends, set once before done is closed
 }
 
+// loop accepts connections until the listener fails or closes.
 func (r *router) loop() {
 	for {
 		conn, err := r.Listener.Accept()
@@ -121,6 +122,8 @@ func (r *router) loop() {
 	}
 }
 
+// route runs the layer4 routes on one connection, and closes it unless a
+// route handed it on.
 func (r *router) route(conn net.Conn) {
 	defer func() {
 		// a failing handler costs one connection, never the listener

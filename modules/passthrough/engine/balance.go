@@ -222,6 +222,8 @@ func (hc *HealthCheck) Record(u *Upstream, ok bool) {
 	}
 }
 
+// probe reports whether a TCP connection to addr (or to Port on its
+// host) opens within the timeout.
 func (hc *HealthCheck) probe(ctx context.Context, addr string) bool {
 	if hc.Port > 0 {
 		host, _, err := net.SplitHostPort(addr)
