@@ -319,8 +319,8 @@ func (e *routeEntry) parseTrack(d *caddyfile.Dispenser, name string) error {
 
 // finish turns the entries into the wrapper's layer4 routes: exact names
 // first, then wildcards (longest first), then regular expressions in the
-// order written, then default; connections that are not TLS are closed
-// first unless `non_tls pass`.
+// order written, then default; then, unless `non_tls pass`, a route that
+// closes connections that are not TLS.
 func (p *routeParser) finish(d *caddyfile.Dispenser, lw *ListenerWrapper) error {
 	if len(p.entries) == 0 {
 		return d.Errf("passthrough: no names (want `<name> <upstream...>` lines)")
@@ -329,17 +329,20 @@ func (p *routeParser) finish(d *caddyfile.Dispenser, lw *ListenerWrapper) error 
 	slices.SortStableFunc(ordered, func(a, b routeEntry) int {
 		return rank(a) - rank(b)
 	})
-	if p.nonTLS == "close" {
-		route, err := nonTLSRoute()
-		if err != nil {
-			return d.Errf("passthrough: %v", err)
-		}
-		lw.Routes = append(lw.Routes, route)
-	}
 	for _, e := range ordered {
 		route, err := e.route()
 		if err != nil {
 			return d.Errf("passthrough %s: %v", e.handler.Route, err)
+		}
+		lw.Routes = append(lw.Routes, route)
+	}
+	if p.nonTLS == "close" {
+		// last: a passthrough name is matched with one reading of its
+		// ClientHello; a connection that is not TLS fails every tls
+		// matcher at its first byte and is closed here
+		route, err := nonTLSRoute()
+		if err != nil {
+			return d.Errf("passthrough: %v", err)
 		}
 		lw.Routes = append(lw.Routes, route)
 	}

@@ -71,7 +71,7 @@ func TestUnmarshalOrder(t *testing.T) {
 			got = append(got, h["handler"].(string))
 		}
 	}
-	want := "close z.b.c *.a.b.c *.b.c ~^x default"
+	want := "z.b.c *.a.b.c *.b.c ~^x default close"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("route order %q, want %q", strings.Join(got, " "), want)
 	}

@@ -384,7 +384,9 @@ func (h *Handler) connect(cx *layer4.Connection) (up *engine.Upstream, backend n
 		}
 		tried = append(tried, up)
 		release := up.Acquire()
-		d := net.Dialer{Timeout: time.Duration(h.DialTimeout)}
+		// no TCP keepalive on the backend side (four setsockopt calls per
+		// connection): the idle timeout ends dead connections
+		d := net.Dialer{Timeout: time.Duration(h.DialTimeout), KeepAlive: -1}
 		c, err := d.DialContext(cx.Context, "tcp", up.Addr)
 		if err == nil {
 			return up, c, release
