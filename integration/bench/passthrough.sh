@@ -137,16 +137,23 @@ HAPROXY_PID=$!
 BENCH_PIDS+=($HAPROXY_PID)
 for p in $BACKEND $RAMPART $L4PROXY $HAPROXY $HAPROXY_SPLICE; do wait_port "$p"; done
 
+# wrk's concurrency; HAProxy's may differ (CONNS_HAPROXY) so that the
+# proxies are compared at the same connection rate: HAProxy in mode tcp
+# answers each short connection tens of milliseconds later than Rampart, so
+# at one concurrency it runs at a fraction of Rampart's rate
+CONNS=${CONNS:-16}
+CONNS_HAPROXY=${CONNS_HAPROXY:-$CONNS}
+
 # cpu_ticks PID: user+system CPU time of a process, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK_US=$(echo "1000000 / $(getconf CLK_TCK)" | bc)
 
-# conn_run PORT PID SECONDS: "<connections> <CPU µs per connection>" of one
-# wrk run that opens a new TLS connection per request.
+# conn_run PORT PID SECONDS [CONCURRENCY]: "<connections> <CPU µs per
+# connection>" of one wrk run that opens a new TLS connection per request.
 conn_run() {
 	local before after out n
 	before=$(cpu_ticks "$2")
-	out=$(taskset -c 1 wrk -t1 -c16 -d"$3"s -H 'Connection: close' "https://localhost:$1/small")
+	out=$(taskset -c 1 wrk -t1 -c"${4:-$CONNS}" -d"$3"s -H 'Connection: close' "https://localhost:$1/small")
 	after=$(cpu_ticks "$2")
 	n=$(echo "$out" | awk '/requests in/ {print $1}')
 	echo "$n $(echo "scale=1; ($after - $before) * $TICK_US / $n" | bc -l)"
@@ -154,7 +161,7 @@ conn_run() {
 
 conn_bench() {
 	local rounds=$1 secs=$2 sum_h=0 sum_r=0 sum_l=0
-	echo "new TLS connection per request (wrk -t1 -c16 -d${secs}s, Connection: close), CPU of the proxy per connection;"
+	echo "new TLS connection per request (wrk -t1 -c$CONNS -d${secs}s, HAProxy -c$CONNS_HAPROXY, Connection: close), CPU of the proxy per connection;"
 	echo "H = HAProxy 2.6 mode tcp req_ssl_sni, R = Rampart passthrough, L = caddy-l4 l4proxy"
 	conn_run "$HAPROXY" "$HAPROXY_PID" 2 >/dev/null # warm up every path
 	conn_run "$RAMPART" "$RAMPART_PID" 2 >/dev/null
@@ -185,10 +192,10 @@ conn_bench() {
 		echo "  CPU profile of Rampart under this load: $PPROF"
 	fi
 	for i in $(seq 1 "$rounds"); do
-		read -r nh h < <(conn_run "$HAPROXY" "$HAPROXY_PID" "$secs")
+		read -r nh h < <(conn_run "$HAPROXY" "$HAPROXY_PID" "$secs" "$CONNS_HAPROXY")
 		read -r nr r < <(conn_run "$RAMPART" "$RAMPART_PID" "$secs")
 		read -r nl l < <(conn_run "$L4PROXY" "$L4PROXY_PID" "$secs")
-		echo "  round $i: H $h µs ($nh conns), R $r µs ($nr conns), L $l µs ($nl conns)"
+		echo "  round $i: H $h µs ($nh conns, $((nh / secs))/s), R $r µs ($nr conns, $((nr / secs))/s), L $l µs ($nl conns, $((nl / secs))/s)"
 		sum_h=$(echo "$sum_h + $h" | bc -l)
 		sum_r=$(echo "$sum_r + $r" | bc -l)
 		sum_l=$(echo "$sum_l + $l" | bc -l)
