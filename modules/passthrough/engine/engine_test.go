@@ -383,3 +383,34 @@ func benchRelay(b *testing.B, relay func(dst, src net.Conn)) {
 		_ = edgeOut.Close()
 	}
 }
+
+// BenchmarkRelayShort relays one short exchange per op (2 KB up, 4 KB
+// down, as a TLS handshake and a small answer) between new loopback TCP
+// connections: the per-connection cost of the relay.
+func BenchmarkRelayShort(b *testing.B) {
+	b.ReportAllocs()
+	up, down := make([]byte, 2<<10), make([]byte, 4<<10)
+	for b.Loop() {
+		client, edgeIn := tcpPair(b)
+		edgeOut, backend := tcpPair(b)
+		done := make(chan struct{})
+		go func() {
+			Relay(edgeIn, edgeIn, edgeOut, RelayOptions{IdleTimeout: 10 * time.Second})
+			close(done)
+		}()
+		go func() {
+			_, _ = io.ReadFull(backend, up[:len(up):len(up)])
+			_, _ = backend.Write(down)
+			_ = backend.CloseWrite()
+		}()
+		_, _ = client.Write(up)
+		_ = client.CloseWrite()
+		if n, _ := io.Copy(io.Discard, client); n != int64(len(down)) {
+			b.Fatalf("client read %d bytes", n)
+		}
+		<-done
+		for _, c := range []net.Conn{client, edgeIn, edgeOut, backend} {
+			_ = c.Close()
+		}
+	}
+}

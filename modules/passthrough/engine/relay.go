@@ -75,27 +75,11 @@ type relayState struct {
 	stop atomic.Bool  // one direction failed: both end
 }
 
-// copyBuffers holds the buffers of the first reads of each direction.
-var copyBuffers = sync.Pool{New: func() any { b := make([]byte, CopyBufferSize); return &b }}
-
-// CopyBufferSize is the buffer a direction starts with: a flow moves
-// through it (one read and one write per chunk, no pipe) until a read fills
-// it; from then on the flow is bulk and moves by splice. Short connections
-// (a TLS handshake and a short answer) then cost no splice pipe and half
-// the system calls per chunk, and long downloads still splice.
-const CopyBufferSize = 16 << 10
-
 // pump copies src to dst until EOF or an error. At EOF it half-closes dst;
 // on an error it stops both directions by expiring the deadlines.
 func (st *relayState) pump(dst, src net.Conn, up bool) int64 {
 	opts := st.opts
 	var total int64
-	bufp := copyBuffers.Get().(*[]byte) // nil once the flow is bulk
-	defer func() {
-		if bufp != nil {
-			copyBuffers.Put(bufp)
-		}
-	}()
 	for {
 		if opts.IdleTimeout > 0 {
 			// wake up every quarter of the idle timeout: a copy in
@@ -103,17 +87,7 @@ func (st *relayState) pump(dst, src net.Conn, up bool) int64 {
 			// other direction could not see this one's traffic otherwise
 			_ = src.SetReadDeadline(time.Now().Add(opts.IdleTimeout / 4))
 		}
-		var n int64
-		var err error
-		if bufp != nil {
-			n, err = copyOnce(dst, src, *bufp)
-			if n == int64(len(*bufp)) {
-				copyBuffers.Put(bufp)
-				bufp = nil // bulk: splice from now on
-			}
-		} else {
-			n, err = io.CopyN(dst, src, opts.Chunk)
-		}
+		n, err := io.CopyN(dst, src, opts.Chunk)
 		if n > 0 {
 			total += n
 			st.last.Store(time.Now().UnixNano())
@@ -143,15 +117,4 @@ func (st *relayState) pump(dst, src net.Conn, up bool) int64 {
 		_ = dst.SetDeadline(now)
 		return total
 	}
-}
-
-// copyOnce moves what one read of src returns to dst.
-func copyOnce(dst, src net.Conn, buf []byte) (int64, error) {
-	n, err := src.Read(buf)
-	if n > 0 {
-		if _, werr := dst.Write(buf[:n]); werr != nil {
-			return int64(n), werr
-		}
-	}
-	return int64(n), err
 }
