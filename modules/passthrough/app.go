@@ -15,7 +15,7 @@ import (
 )
 
 func init() {
-	caddy.RegisterModule(&App{})
+	caddy.RegisterModule(App{})
 	for _, n := range []string{"tcp", "tcp4", "tcp6"} {
 		caddy.RegisterNetwork(networkPrefix+n, listen)
 		caddyhttp.RegisterNetworkHTTP3(networkPrefix+n, strings.Replace(n, "tcp", "udp", 1))
@@ -53,7 +53,7 @@ type App struct {
 }
 
 // CaddyModule returns the Caddy module information.
-func (*App) CaddyModule() caddy.ModuleInfo {
+func (App) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
 		ID:  "passthrough",
 		New: func() caddy.Module { return new(App) },

@@ -32,7 +32,7 @@ import (
 )
 
 func init() {
-	caddy.RegisterModule(&Handler{})
+	caddy.RegisterModule(Handler{})
 }
 
 // Handler relays a TLS connection, still encrypted, to one of its upstreams.
@@ -109,7 +109,7 @@ type HealthChecks struct {
 }
 
 // CaddyModule returns the Caddy module information.
-func (*Handler) CaddyModule() caddy.ModuleInfo {
+func (Handler) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
 		ID:  "layer4.handlers.passthrough",
 		New: func() caddy.Module { return new(Handler) },

@@ -13,7 +13,7 @@ import (
 )
 
 func init() {
-	caddy.RegisterModule(&ListenerWrapper{})
+	caddy.RegisterModule(ListenerWrapper{})
 }
 
 // ListenerWrapper runs layer4 routes on every accepted connection before the
@@ -41,7 +41,7 @@ type ListenerWrapper struct {
 }
 
 // CaddyModule returns the Caddy module information.
-func (*ListenerWrapper) CaddyModule() caddy.ModuleInfo {
+func (ListenerWrapper) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
 		ID:  "caddy.listeners.passthrough",
 		New: func() caddy.Module { return new(ListenerWrapper) },
