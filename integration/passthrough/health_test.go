@@ -100,3 +100,48 @@ func TestHealthCheckersEndWithConfig(t *testing.T) {
 	}
 	t.Logf("goroutines %d before 50 reloads, %d after", before, after)
 }
+
+// TestConnectionCountsSurviveReload: least_conn sees the connections that a
+// config before the reload still relays (the backend's load is the
+// backend's, not one config's): three connections held on one backend send
+// the next three, after a reload to least_conn, to the other.
+func TestConnectionCountsSurviveReload(t *testing.T) {
+	b1 := startBackend(t, "one", "")
+	b2 := startBackend(t, "two", "")
+	block := func(policy string) string {
+		return fmt.Sprintf("passthrough {\n\t\tpass.test %s %s {\n\t\t\tlb_policy %s\n\t\t}\n\t}", b1.addr, b2.addr, policy)
+	}
+	e := startEdge(t, block("first"))
+	var held []*session
+	defer func() {
+		for _, s := range held {
+			s.conn.Close()
+		}
+	}()
+	for range 3 {
+		s, err := openSession(e.https, "pass.test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.backend != "one" {
+			t.Fatalf("lb_policy first reached %q", s.backend)
+		}
+		held = append(held, s)
+	}
+	e.reload(t, block("least_conn"))
+	for i := range 3 {
+		s, err := openSession(e.https, "pass.test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, s)
+		if s.backend != "two" {
+			t.Fatalf("connection %d after the reload reached %q with three connections still on one", i+1, s.backend)
+		}
+	}
+	for i, s := range held {
+		if err := s.echo("still relayed"); err != nil {
+			t.Fatalf("session %d: %v", i, err)
+		}
+	}
+}

@@ -81,6 +81,7 @@ type Handler struct {
 	SkipManaged bool `json:"skip_managed,omitempty"`
 
 	balancer *engine.Balancer
+	counted  []string // the connCounts keys this handler holds
 	tlvs     []uint8
 	crc      bool
 	tlsApp   *caddytls.TLS
@@ -116,12 +117,18 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision checks the configuration, sets up the route's own upstream
-// state and metrics, and starts the health checker. Health and connection
-// counts belong to the route, as Caddy keeps active health per
-// reverse_proxy handler: two routes that share a backend address judge it
-// each by its own checks. The checker runs until the configuration that
-// loaded the handler is unloaded (ctx ends).
+// connCounts holds the count of connections being relayed to each backend
+// address, for least_conn: it is the backend's load, shared by the routes
+// that use the address and carried across config reloads (as Caddy's
+// reverse_proxy keeps its hosts' request counts).
+var connCounts = caddy.NewUsagePool()
+
+// Provision checks the configuration, sets up the route's upstreams and
+// metrics, and starts the health checker. Health belongs to the route, as
+// Caddy keeps active health per reverse_proxy handler: two routes that share
+// a backend address judge it each by its own checks, and the checker runs
+// until the configuration that loaded the handler is unloaded (ctx ends).
+// Connection counts are the backend's (connCounts).
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	if h.Route == "" {
@@ -143,7 +150,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.balancer = &engine.Balancer{Policy: policy}
 	for _, addr := range h.Upstreams {
-		h.balancer.Upstreams = append(h.balancer.Upstreams, &engine.Upstream{Addr: addr})
+		conns, _ := connCounts.LoadOrStore(addr, new(engine.Counter))
+		h.counted = append(h.counted, addr)
+		h.balancer.Upstreams = append(h.balancer.Upstreams, &engine.Upstream{Addr: addr, Conns: conns.(*engine.Counter)})
 		metrics.healthy.WithLabelValues(h.Route, addr).Set(1)
 	}
 	h.mConns = metrics.connections.WithLabelValues(h.Route)
@@ -175,6 +184,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			},
 		}
 		go checker.Run(ctx, h.balancer.Upstreams)
+	}
+	return nil
+}
+
+// Cleanup releases the route's hold on the connection counts. Connections
+// being relayed keep theirs and are not touched: they outlive a reload.
+func (h *Handler) Cleanup() error {
+	for _, addr := range h.counted {
+		_, _ = connCounts.Delete(addr)
 	}
 	return nil
 }
@@ -483,5 +501,6 @@ var errHandedOff = errors.New("connection handed to the next listener")
 // Interface guards
 var (
 	_ caddy.Provisioner  = (*Handler)(nil)
+	_ caddy.CleanerUpper = (*Handler)(nil)
 	_ layer4.NextHandler = (*Handler)(nil)
 )

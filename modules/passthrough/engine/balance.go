@@ -11,16 +11,32 @@ import (
 	"time"
 )
 
-// Upstream is one backend address with the state that selection and health
-// checks share. Its zero value (with Addr set) is healthy and idle.
+// Upstream is one backend address of a route, with the state that selection
+// and health checks share. Its zero value (with Addr set) is healthy and
+// idle.
 type Upstream struct {
 	// Addr is the dial address, host:port.
 	Addr string
+	// Conns, when set, counts the connections being relayed to Addr; the
+	// upstreams of several routes (and of the configs before a reload) may
+	// share one, as they share the backend. Nil: the upstream counts alone.
+	Conns *Counter
 
+	own    Counter      // the count when Conns is nil
 	down   atomic.Bool  // marked unhealthy by the health checker
-	active atomic.Int64 // connections being relayed now
 	passes atomic.Int32 // consecutive successful checks while down
 	fails  atomic.Int32 // consecutive failed checks while up
+}
+
+// Counter counts connections in flight.
+type Counter struct{ n atomic.Int64 }
+
+// counter is the count the upstream uses.
+func (u *Upstream) counter() *Counter {
+	if u.Conns != nil {
+		return u.Conns
+	}
+	return &u.own
 }
 
 // Healthy reports whether the upstream may receive connections.
@@ -34,15 +50,16 @@ func (u *Upstream) SetHealthy(ok bool) {
 }
 
 // Active returns how many connections are being relayed to the upstream.
-func (u *Upstream) Active() int64 { return u.active.Load() }
+func (u *Upstream) Active() int64 { return u.counter().n.Load() }
 
 // Acquire counts a new connection; call the returned func when it ends.
 func (u *Upstream) Acquire() (release func()) {
-	u.active.Add(1)
+	c := u.counter()
+	c.n.Add(1)
 	var once atomic.Bool
 	return func() {
 		if once.CompareAndSwap(false, true) {
-			u.active.Add(-1)
+			c.n.Add(-1)
 		}
 	}
 }
