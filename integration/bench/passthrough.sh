@@ -144,6 +144,10 @@ for p in $BACKEND $RAMPART $L4PROXY $HAPROXY $HAPROXY_SPLICE; do wait_port "$p";
 CONNS=${CONNS:-16}
 CONNS_HAPROXY=${CONNS_HAPROXY:-$CONNS}
 
+# add A B, ratio A B: arithmetic on the figures (bc).
+add() { echo "$1 + $2" | bc -l; }
+ratio() { echo "scale=3; $1 / $2" | bc -l; }
+
 # cpu_ticks PID: user+system CPU time of a process, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK_US=$(echo "1000000 / $(getconf CLK_TCK)" | bc)
@@ -196,12 +200,12 @@ conn_bench() {
 		read -r nr r < <(conn_run "$RAMPART" "$RAMPART_PID" "$secs")
 		read -r nl l < <(conn_run "$L4PROXY" "$L4PROXY_PID" "$secs")
 		echo "  round $i: H $h µs ($nh conns, $((nh / secs))/s), R $r µs ($nr conns, $((nr / secs))/s), L $l µs ($nl conns, $((nl / secs))/s)"
-		sum_h=$(echo "$sum_h + $h" | bc -l)
-		sum_r=$(echo "$sum_r + $r" | bc -l)
-		sum_l=$(echo "$sum_l + $l" | bc -l)
+		sum_h=$(add "$sum_h" "$h")
+		sum_r=$(add "$sum_r" "$r")
+		sum_l=$(add "$sum_l" "$l")
 	done
-	echo "  CPU per connection H/R = $(echo "scale=3; $sum_h / $sum_r" | bc -l)   (target >= 1.0)"
-	echo "  CPU per connection L/R = $(echo "scale=3; $sum_l / $sum_r" | bc -l)"
+	echo "  CPU per connection H/R = $(ratio "$sum_h" "$sum_r")   (target >= 1.0)"
+	echo "  CPU per connection L/R = $(ratio "$sum_l" "$sum_r")"
 }
 
 # speed PORT: bytes per second of one download of the big file through PORT.
@@ -234,14 +238,14 @@ bulk_bench() {
 		h2=$(speed "$HAPROXY_SPLICE")
 		l=$(speed "$L4PROXY")
 		echo "  round $i: H $(mib "$h") MiB/s, R $(mib "$r") MiB/s, H2 $(mib "$h2") MiB/s, L $(mib "$l") MiB/s"
-		sum_h=$(echo "$sum_h + $h" | bc -l)
-		sum_h2=$(echo "$sum_h2 + $h2" | bc -l)
-		sum_r=$(echo "$sum_r + $r" | bc -l)
-		sum_l=$(echo "$sum_l + $l" | bc -l)
+		sum_h=$(add "$sum_h" "$h")
+		sum_h2=$(add "$sum_h2" "$h2")
+		sum_r=$(add "$sum_r" "$r")
+		sum_l=$(add "$sum_l" "$l")
 	done
-	echo "  throughput R/H  = $(echo "scale=3; $sum_r / $sum_h" | bc -l)   (target >= 1.0)"
-	echo "  throughput R/H2 = $(echo "scale=3; $sum_r / $sum_h2" | bc -l)"
-	echo "  throughput R/L  = $(echo "scale=3; $sum_r / $sum_l" | bc -l)"
+	echo "  throughput R/H  = $(ratio "$sum_r" "$sum_h")   (target >= 1.0)"
+	echo "  throughput R/H2 = $(ratio "$sum_r" "$sum_h2")"
+	echo "  throughput R/L  = $(ratio "$sum_r" "$sum_l")"
 }
 
 case $MODE in
