@@ -1,7 +1,8 @@
 package caddyfile
 
 import (
-	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"encoding/json"
+
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 
@@ -22,5 +23,9 @@ func parsePassthrough(d *caddyfile.Dispenser, existing any) (any, error) {
 	if err := app.UnmarshalCaddyfile(d); err != nil {
 		return nil, err
 	}
-	return httpcaddyfile.App{Name: "passthrough", Value: caddyconfig.JSON(app, nil)}, nil
+	raw, err := json.Marshal(app)
+	if err != nil {
+		return nil, d.Errf("passthrough: %v", err)
+	}
+	return httpcaddyfile.App{Name: "passthrough", Value: raw}, nil
 }

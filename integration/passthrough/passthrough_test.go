@@ -10,7 +10,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
-	_ "github.com/mholt/caddy-l4"
 
 	_ "github.com/rampart-edge/caddy-rampart"
 	"github.com/rampart-edge/caddy-rampart/integration/harness"
@@ -302,8 +301,9 @@ func TestConnCurLimit(t *testing.T) {
 	}
 	passthrough {
 		pass.test %s {
-			track per_sni {l4.tls.server_name}
-			reject conn_cur gt 2
+			track per_sni {l4.tls.server_name} {
+				reject conn_cur gt 2
+			}
 		}
 	}`, b1.addr))
 	var open []*session
@@ -387,13 +387,13 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 
 	// the routes are ordinary config: change the upstreams through /config
-	// (routes[0] closes non-TLS connections, routes[1] is pass.test)
+	// (routes[0] is pass.test, the last route closes non-TLS connections)
 	held, err := openSession(e.https, "pass.test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer held.conn.Close()
-	path := "/config/apps/passthrough/listener_wrappers/0/routes/1/handle/0/upstreams"
+	path := "/config/apps/passthrough/listener_wrappers/0/routes/0/handle/0/upstreams"
 	status, body := e.caddy.AdminRequest("PATCH", path, strings.NewReader(fmt.Sprintf("[%q]", b1.addr)))
 	if status != 200 {
 		t.Fatalf("PATCH %s: %d %s", path, status, body)

@@ -15,7 +15,7 @@ import (
 )
 
 func init() {
-	caddy.RegisterModule(&App{})
+	caddy.RegisterModule(App{})
 	for _, n := range []string{"tcp", "tcp4", "tcp6"} {
 		caddy.RegisterNetwork(networkPrefix+n, listen)
 		caddyhttp.RegisterNetworkHTTP3(networkPrefix+n, strings.Replace(n, "tcp", "udp", 1))
@@ -53,7 +53,7 @@ type App struct {
 }
 
 // CaddyModule returns the Caddy module information.
-func (*App) CaddyModule() caddy.ModuleInfo {
+func (App) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
 		ID:  "passthrough",
 		New: func() caddy.Module { return new(App) },
@@ -180,6 +180,11 @@ func listen(ctx context.Context, network, host, portRange string, portOffset uin
 	if err != nil {
 		return nil, err
 	}
+	// TCP keepalive (four setsockopt calls per connection) only for the
+	// connections the chain hands to the HTTP server, which asked for it:
+	// a relayed connection ends by its idle timeout
+	keepAlive := cfg.KeepAliveConfig
+	cfg.KeepAlive, cfg.KeepAliveConfig = -1, net.KeepAliveConfig{}
 	lnAny, err := na.Listen(ctx, portOffset, cfg)
 	if err != nil {
 		return nil, err
@@ -188,7 +193,37 @@ func listen(ctx context.Context, network, host, portRange string, portOffset uin
 	for _, w := range chain {
 		ln = w.WrapListener(ln)
 	}
+	if keepAlive.Enable {
+		ln = keepAliveListener{Listener: ln, config: keepAlive}
+	}
 	return ln, nil
+}
+
+// keepAliveListener turns on TCP keepalive for the connections it
+// accepts, on the socket beneath their wrappers.
+type keepAliveListener struct {
+	net.Listener
+	config net.KeepAliveConfig
+}
+
+// Accept returns the next connection with keepalive on.
+func (l keepAliveListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	for inner := c; inner != nil; {
+		if tc, ok := inner.(*net.TCPConn); ok {
+			_ = tc.SetKeepAliveConfig(l.config)
+			break
+		}
+		nc, ok := inner.(netConner)
+		if !ok {
+			break
+		}
+		inner = nc.NetConn()
+	}
+	return c, nil
 }
 
 // Interface guards

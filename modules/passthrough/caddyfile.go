@@ -5,13 +5,14 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"github.com/mholt/caddy-l4/layer4"
+	"github.com/mholt/caddy-l4/modules/l4close"
+	"github.com/mholt/caddy-l4/modules/l4tls"
 
 	"github.com/rampart-edge/caddy-rampart/modules/passthrough/engine"
 )
@@ -55,8 +56,14 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				if !ok {
 					return d.Errf("passthrough listener_wrappers: module %q is not a listener wrapper", name)
 				}
-				a.ListenerWrappersRaw = append(a.ListenerWrappersRaw,
-					caddyconfig.JSONModuleObject(w, "wrapper", w.(caddy.Module).CaddyModule().ID.Name(), nil))
+				raw, err := json.Marshal(w)
+				if err == nil {
+					raw, err = withModuleName(raw, "wrapper", w.(caddy.Module).CaddyModule().ID.Name())
+				}
+				if err != nil {
+					return d.Errf("passthrough listener_wrappers %s: %v", name, err)
+				}
+				a.ListenerWrappersRaw = append(a.ListenerWrappersRaw, raw)
 			}
 		case "servers":
 			a.Servers = d.RemainingArgs()
@@ -72,8 +79,14 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if err := p.finish(d, lw); err != nil {
 		return err
 	}
-	a.ListenerWrappersRaw = append(a.ListenerWrappersRaw,
-		caddyconfig.JSONModuleObject(lw, "wrapper", "passthrough", nil))
+	raw, err := json.Marshal(lw)
+	if err == nil {
+		raw, err = withModuleName(raw, "wrapper", "passthrough")
+	}
+	if err != nil {
+		return d.Errf("passthrough: %v", err)
+	}
+	a.ListenerWrappersRaw = append(a.ListenerWrappersRaw, raw)
 	return nil
 }
 
@@ -94,8 +107,9 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //			idle_timeout <duration>
 //			dial_timeout <duration>
 //			name <metrics route name>
-//			track <table> [<key>]
-//			reject <condition>
+//			track <table> [<key>] [{
+//				reject <condition>
+//			}]
 //		}]
 //		default <upstream...> [{ ... }]
 //	}
@@ -124,7 +138,6 @@ type routeEntry struct {
 	isDef   bool
 	handler Handler
 	track   json.RawMessage
-	order   int
 }
 
 // routeParser accumulates the name lines of a passthrough block.
@@ -134,11 +147,15 @@ type routeParser struct {
 	seen    map[string]bool
 }
 
+// newRouteParser starts a block: connections that are not TLS are closed
+// unless `non_tls pass`.
 func newRouteParser() *routeParser {
 	return &routeParser{nonTLS: "close", seen: map[string]bool{}}
 }
 
-// line parses one line of the block (an option or a name line).
+// line parses one line of the block (an option or a name line). Each value
+// is checked by the handler's own rule (the one Provision applies to JSON
+// configs) as soon as it is read, so that the error names its line.
 func (p *routeParser) line(d *caddyfile.Dispenser, lw *ListenerWrapper) error {
 	switch d.Val() {
 	case "matching_timeout":
@@ -155,7 +172,7 @@ func (p *routeParser) line(d *caddyfile.Dispenser, lw *ListenerWrapper) error {
 		p.nonTLS = d.Val()
 		return nil
 	}
-	e := routeEntry{order: len(p.entries)}
+	var e routeEntry
 	name := d.Val()
 	if name == "default" {
 		e.isDef = true
@@ -173,162 +190,137 @@ func (p *routeParser) line(d *caddyfile.Dispenser, lw *ListenerWrapper) error {
 		return d.Errf("passthrough: name %q given twice", name)
 	}
 	p.seen[e.handler.Route] = true
-	e.handler.Upstreams = d.RemainingArgs()
-	if len(e.handler.Upstreams) == 0 {
-		return d.Errf("passthrough %s: missing upstream addresses (host:port)", name)
-	}
-	for _, u := range e.handler.Upstreams {
-		if err := checkUpstream(u); err != nil {
-			return d.Errf("passthrough %s: upstream %q: %v", name, u, err)
-		}
-	}
-	var trackArgs []string
-	var rejects [][]string
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		opt := d.Val()
-		where := "passthrough " + name + " " + opt
-		h := &e.handler
-		switch opt {
-		case "lb_policy":
-			if !d.NextArg() || d.NextArg() {
-				return d.Errf("%s: want one policy name", where)
-			}
-			if _, err := engine.ParsePolicy(d.Val()); err != nil {
-				return d.Errf("%s: %v", where, err)
-			}
-			h.LBPolicy = d.Val()
-		case "health_interval", "health_timeout":
-			dur, err := durationArg(d, where)
-			if err != nil {
-				return err
-			}
-			if h.HealthChecks == nil {
-				h.HealthChecks = new(HealthChecks)
-			}
-			if opt == "health_interval" {
-				h.HealthChecks.Interval = caddy.Duration(dur)
-			} else {
-				h.HealthChecks.Timeout = caddy.Duration(dur)
-			}
-		case "health_passes", "health_fails", "health_port":
-			n, err := intArg(d, where)
-			if err != nil {
-				return err
-			}
-			if h.HealthChecks == nil {
-				h.HealthChecks = new(HealthChecks)
-			}
-			switch opt {
-			case "health_passes":
-				h.HealthChecks.Passes = n
-			case "health_fails":
-				h.HealthChecks.Fails = n
-			default:
-				if n > 65535 {
-					return d.Errf("%s: port %d out of range", where, n)
-				}
-				h.HealthChecks.Port = n
-			}
-		case "proxy_protocol":
-			if !d.NextArg() || d.Val() != "v2" {
-				return d.Errf("%s: only `v2` is supported (with optional TLVs authority, alpn, crc32c or none)", where)
-			}
-			h.ProxyProtocol = "v2"
-			for d.NextArg() {
-				if !slices.Contains([]string{"authority", "alpn", "crc32c", "none"}, d.Val()) {
-					return d.Errf("%s: unknown TLV %q (want authority, alpn, crc32c or none)", where, d.Val())
-				}
-				h.ProxyTLVs = append(h.ProxyTLVs, d.Val())
-			}
-		case "idle_timeout", "dial_timeout":
-			dur, err := durationArg(d, where)
-			if err != nil {
-				return err
-			}
-			if opt == "idle_timeout" {
-				h.IdleTimeout = caddy.Duration(dur)
-			} else {
-				h.DialTimeout = caddy.Duration(dur)
-			}
-		case "name":
-			if !d.NextArg() || d.NextArg() {
-				return d.Errf("%s: want one route name", where)
-			}
-			h.Route = d.Val()
-		case "track":
-			trackArgs = d.RemainingArgs()
-			if len(trackArgs) == 0 || len(trackArgs) > 2 {
-				return d.Errf("%s: want `track <table> [<key>]`", where)
-			}
-		case "reject":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.Errf("%s: missing condition", where)
-			}
-			rejects = append(rejects, args)
-		default:
-			return d.Errf("passthrough %s: unknown option %q", name, opt)
-		}
-	}
-	if len(rejects) > 0 && trackArgs == nil {
-		return d.Errf("passthrough %s: reject needs track <table> [<key>]", name)
-	}
-	if trackArgs != nil {
-		track, err := trackHandler(d.File(), trackArgs, rejects)
-		if err != nil {
+	h := &e.handler
+	for d.NextArg() {
+		if err := checkUpstream(d.Val()); err != nil {
 			return d.Errf("passthrough %s: %v", name, err)
 		}
-		e.track = track
+		h.Upstreams = append(h.Upstreams, d.Val())
+	}
+	if len(h.Upstreams) == 0 {
+		return d.Errf("passthrough %s: missing upstream addresses (host:port)", name)
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := e.option(d, name); err != nil {
+			return err
+		}
 	}
 	p.entries = append(p.entries, e)
 	return nil
 }
 
-// trackHandler builds the stick module's layer4 track handler from the
-// route's track and reject lines, with the stick module's own parser, so
-// the grammar stays the stick module's.
-func trackHandler(file string, args []string, rejects [][]string) (json.RawMessage, error) {
-	var b strings.Builder
-	b.WriteString("track")
-	for _, a := range args {
-		b.WriteString(" " + quote(a))
-	}
-	if len(rejects) > 0 {
-		b.WriteString(" {\n")
-		for _, r := range rejects {
-			b.WriteString("reject")
-			for _, a := range r {
-				b.WriteString(" " + quote(a))
-			}
-			b.WriteString("\n")
+// option parses one option line of a name's block.
+func (e *routeEntry) option(d *caddyfile.Dispenser, name string) error {
+	opt := d.Val()
+	where := "passthrough " + name + " " + opt
+	h := &e.handler
+	var err error // a rule of the handler the value breaks
+	switch opt {
+	case "lb_policy":
+		if !d.NextArg() || d.NextArg() {
+			return d.Errf("%s: want one policy name", where)
 		}
-		b.WriteString("}")
+		h.LBPolicy = d.Val()
+		_, err = engine.ParsePolicy(h.LBPolicy)
+	case "health_interval", "health_timeout":
+		dur, derr := durationArg(d, where)
+		if derr != nil {
+			return derr
+		}
+		if h.HealthChecks == nil {
+			h.HealthChecks = new(HealthChecks)
+		}
+		if opt == "health_interval" {
+			h.HealthChecks.Interval = caddy.Duration(dur)
+		} else {
+			h.HealthChecks.Timeout = caddy.Duration(dur)
+		}
+		err = h.HealthChecks.check()
+	case "health_passes", "health_fails", "health_port":
+		n, nerr := intArg(d, where)
+		if nerr != nil {
+			return nerr
+		}
+		if h.HealthChecks == nil {
+			h.HealthChecks = new(HealthChecks)
+		}
+		switch opt {
+		case "health_passes":
+			h.HealthChecks.Passes = n
+		case "health_fails":
+			h.HealthChecks.Fails = n
+		default:
+			h.HealthChecks.Port = n
+		}
+		err = h.HealthChecks.check()
+	case "proxy_protocol":
+		if !d.NextArg() {
+			return d.Errf("%s: missing version (v2)", where)
+		}
+		h.ProxyProtocol = d.Val()
+		h.ProxyTLVs = d.RemainingArgs()
+		if err = checkProxyProtocol(h.ProxyProtocol); err == nil {
+			_, _, err = parseTLVs(h.ProxyTLVs)
+		}
+	case "idle_timeout", "dial_timeout":
+		dur, derr := durationArg(d, where)
+		if derr != nil {
+			return derr
+		}
+		if opt == "idle_timeout" {
+			h.IdleTimeout = caddy.Duration(dur)
+		} else {
+			h.DialTimeout = caddy.Duration(dur)
+		}
+		err = checkDuration(opt, caddy.Duration(dur))
+	case "name":
+		if !d.NextArg() || d.NextArg() {
+			return d.Errf("%s: want one route name", where)
+		}
+		h.Route = d.Val()
+	case "track":
+		return e.parseTrack(d, name)
+	case "reject":
+		return d.Errf("%s: reject goes in the track line's block: `track <table> [<key>] { reject <condition> }`", where)
+	default:
+		return d.Errf("passthrough %s: unknown option %q", name, opt)
 	}
-	tokens, err := caddyfile.Tokenize([]byte(b.String()), file)
 	if err != nil {
-		return nil, err
+		return d.Errf("passthrough %s: %v", name, err)
 	}
-	if _, err := caddy.GetModule("layer4.handlers.track"); err != nil {
-		return nil, fmt.Errorf("track needs the stick module (layer4.handlers.track), which is not in this build")
-	}
-	disp := caddyfile.NewDispenser(tokens)
-	disp.Next() // UnmarshalModule reads the segment from the current token
-	unm, err := caddyfile.UnmarshalModule(disp, "layer4.handlers.track")
-	if err != nil {
-		return nil, err
-	}
-	return caddyconfig.JSONModuleObject(unm, "handler", "track", nil), nil
+	return nil
 }
 
-// quote writes a token so that the Caddyfile lexer reads it back as is.
-func quote(s string) string {
-	if s != "" && !strings.ContainsAny(s, " \t\n\"\\`") {
-		return s
+// parseTrack hands `track <table> [<key>] [{ reject <condition> ... }]` to
+// the stick module's layer4 track handler, on the live dispenser: the
+// grammar and its errors are the stick module's, at the user's lines.
+func (e *routeEntry) parseTrack(d *caddyfile.Dispenser, name string) error {
+	if e.track != nil {
+		return d.Errf("passthrough %s: track given twice", name)
 	}
-	return strconv.Quote(s)
+	const id = "layer4.handlers.track"
+	if _, err := caddy.GetModule(id); err != nil {
+		return d.Errf("passthrough %s track: needs the stick module (%s), which is not in this build", name, id)
+	}
+	unm, err := caddyfile.UnmarshalModule(d, id)
+	if err != nil {
+		return fmt.Errorf("passthrough %s: %w", name, err)
+	}
+	raw, err := json.Marshal(unm)
+	if err != nil {
+		return d.Errf("passthrough %s track: %v", name, err)
+	}
+	e.track, err = withModuleName(raw, "handler", "track")
+	if err != nil {
+		return d.Errf("passthrough %s track: %v", name, err)
+	}
+	return nil
 }
 
-// finish turns the entries into the wrapper's layer4 routes.
+// finish turns the entries into the wrapper's layer4 routes: exact names
+// first, then wildcards (longest first), then regular expressions in the
+// order written, then default; then, unless `non_tls pass`, a route that
+// closes connections that are not TLS.
 func (p *routeParser) finish(d *caddyfile.Dispenser, lw *ListenerWrapper) error {
 	if len(p.entries) == 0 {
 		return d.Errf("passthrough: no names (want `<name> <upstream...>` lines)")
@@ -337,32 +329,102 @@ func (p *routeParser) finish(d *caddyfile.Dispenser, lw *ListenerWrapper) error 
 	slices.SortStableFunc(ordered, func(a, b routeEntry) int {
 		return rank(a) - rank(b)
 	})
-	if p.nonTLS == "close" {
-		notTLS, _ := json.Marshal([]map[string]any{{"tls": map[string]any{}}})
-		lw.Routes = append(lw.Routes, &layer4.Route{
-			MatcherSetsRaw: []caddy.ModuleMap{{"not": notTLS}},
-			HandlersRaw:    []json.RawMessage{json.RawMessage(`{"handler":"close"}`)},
-		})
-	}
 	for _, e := range ordered {
-		var tlsMatch any
-		switch {
-		case e.isDef:
-			tlsMatch = map[string]any{}
-		case e.pattern.Kind == engine.Regexp:
-			tlsMatch = map[string]any{"sni_regexp": map[string]string{"pattern": e.pattern.Value}}
-		default:
-			tlsMatch = map[string]any{"sni": []string{e.pattern.Value}}
+		route, err := e.route()
+		if err != nil {
+			return d.Errf("passthrough %s: %v", e.handler.Route, err)
 		}
-		route := &layer4.Route{MatcherSetsRaw: []caddy.ModuleMap{{"tls": caddyconfig.JSON(tlsMatch, nil)}}}
-		if e.track != nil {
-			route.HandlersRaw = append(route.HandlersRaw, e.track)
+		lw.Routes = append(lw.Routes, route)
+	}
+	if p.nonTLS == "close" {
+		// last: a passthrough name is matched with one reading of its
+		// ClientHello; a connection that is not TLS fails every tls
+		// matcher at its first byte and is closed here
+		route, err := nonTLSRoute()
+		if err != nil {
+			return d.Errf("passthrough: %v", err)
 		}
-		h := e.handler
-		route.HandlersRaw = append(route.HandlersRaw, caddyconfig.JSONModuleObject(&h, "handler", "passthrough", nil))
 		lw.Routes = append(lw.Routes, route)
 	}
 	return nil
+}
+
+// route is the layer4 route of an entry: caddy-l4's tls matcher with the
+// server name matcher of its pattern, then the track handler, then the
+// passthrough handler.
+func (e *routeEntry) route() (*layer4.Route, error) {
+	handshake := caddy.ModuleMap{}
+	var err error
+	switch {
+	case e.isDef:
+	case e.pattern.Kind == engine.Regexp:
+		handshake["sni_regexp"], err = json.Marshal(caddytls.MatchServerNameRE{MatchRegexp: caddytls.MatchRegexp{Pattern: e.pattern.Value}})
+	default:
+		handshake["sni"], err = json.Marshal(caddytls.MatchServerName{e.pattern.Value})
+	}
+	if err != nil {
+		return nil, err
+	}
+	tlsMatch, err := json.Marshal(&l4tls.MatchTLS{MatchersRaw: handshake})
+	if err != nil {
+		return nil, err
+	}
+	route := &layer4.Route{MatcherSetsRaw: []caddy.ModuleMap{{"tls": tlsMatch}}}
+	if e.track != nil {
+		route.HandlersRaw = append(route.HandlersRaw, e.track)
+	}
+	h := e.handler
+	handler, err := json.Marshal(&h)
+	if err != nil {
+		return nil, err
+	}
+	if handler, err = withModuleName(handler, "handler", "passthrough"); err != nil {
+		return nil, err
+	}
+	route.HandlersRaw = append(route.HandlersRaw, handler)
+	return route, nil
+}
+
+// nonTLSRoute closes connections that do not start with a TLS handshake.
+func nonTLSRoute() (*layer4.Route, error) {
+	tlsMatch, err := json.Marshal(&l4tls.MatchTLS{MatchersRaw: caddy.ModuleMap{}})
+	if err != nil {
+		return nil, err
+	}
+	notTLS, err := json.Marshal(&layer4.MatchNot{MatcherSetsRaw: []caddy.ModuleMap{{"tls": tlsMatch}}})
+	if err != nil {
+		return nil, err
+	}
+	closeHandler, err := json.Marshal(&l4close.HandleClose{})
+	if err == nil {
+		closeHandler, err = withModuleName(closeHandler, "handler", "close")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &layer4.Route{
+		MatcherSetsRaw: []caddy.ModuleMap{{"not": notTLS}},
+		HandlersRaw:    []json.RawMessage{closeHandler},
+	}, nil
+}
+
+// withModuleName adds the inline module key to a module's JSON object, as
+// caddyconfig.JSONModuleObject does, with the error returned rather than
+// turned into a warning nobody reads.
+func withModuleName(obj []byte, key, name string) (json.RawMessage, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(obj, &m); err != nil {
+		return nil, err
+	}
+	if m == nil {
+		m = map[string]json.RawMessage{}
+	}
+	nameJSON, err := json.Marshal(name)
+	if err != nil {
+		return nil, err
+	}
+	m[key] = nameJSON
+	return json.Marshal(m)
 }
 
 // rank orders entries: by pattern specificity, default last.
@@ -373,12 +435,13 @@ func rank(e routeEntry) int {
 	return e.pattern.Specificity()
 }
 
+// durationArg reads the one duration argument of an option.
 func durationArg(d *caddyfile.Dispenser, where string) (time.Duration, error) {
 	if !d.NextArg() {
 		return 0, d.Errf("%s: missing duration", where)
 	}
 	dur, err := caddy.ParseDuration(d.Val())
-	if err != nil || dur < 0 {
+	if err != nil {
 		return 0, d.Errf("%s: invalid duration %q", where, d.Val())
 	}
 	if d.NextArg() {
@@ -387,34 +450,19 @@ func durationArg(d *caddyfile.Dispenser, where string) (time.Duration, error) {
 	return dur, nil
 }
 
+// intArg reads the one integer argument of an option.
 func intArg(d *caddyfile.Dispenser, where string) (int, error) {
 	if !d.NextArg() {
 		return 0, d.Errf("%s: missing number", where)
 	}
 	n, err := strconv.Atoi(d.Val())
-	if err != nil || n < 0 {
-		return 0, d.Errf("%s: %q is not a non-negative number", where, d.Val())
+	if err != nil {
+		return 0, d.Errf("%s: %q is not a number", where, d.Val())
 	}
 	if d.NextArg() {
 		return 0, d.Errf("%s: unexpected %q", where, d.Val())
 	}
 	return n, nil
-}
-
-// checkUpstream accepts host:port with a numeric port; placeholders are
-// left for Caddy to resolve.
-func checkUpstream(u string) error {
-	if strings.Contains(u, "{") {
-		return nil
-	}
-	na, err := caddy.ParseNetworkAddress(u)
-	if err != nil {
-		return err
-	}
-	if na.Network != "tcp" || na.Host == "" || na.StartPort == 0 || na.PortRangeSize() != 1 {
-		return fmt.Errorf("want host:port")
-	}
-	return nil
 }
 
 // Interface guards

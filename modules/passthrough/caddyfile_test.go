@@ -18,6 +18,7 @@ func FuzzUnmarshalCaddyfile(f *testing.F) {
 		"passthrough {\n\t~^api-[0-9]+\\.example\\.net$ 10.0.0.8:443\n\tnon_tls pass\n\tmatching_timeout 2s\n}",
 		"passthrough {\n\tservers srv0\n\ta.b 1.2.3.4:5 {\n\t\thealth_port 99999\n\t}\n}",
 		"passthrough {\n\ta.b 1.2.3.4:5 {\n\t\treject conn_cur gt 1\n\t}\n}",
+		"passthrough {\n\ta.b 1.2.3.4:5 {\n\t\ttrack t {l4.tls.server_name} {\n\t\t\treject conn_cur gt 1\n\t\t}\n\t}\n}",
 		"passthrough {\n}",
 		"passthrough x",
 	}
@@ -71,7 +72,7 @@ func TestUnmarshalOrder(t *testing.T) {
 			got = append(got, h["handler"].(string))
 		}
 	}
-	want := "close z.b.c *.a.b.c *.b.c ~^x default"
+	want := "z.b.c *.a.b.c *.b.c ~^x default close"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("route order %q, want %q", strings.Join(got, " "), want)
 	}

@@ -9,7 +9,6 @@
 package passthrough
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -26,12 +25,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	rmetrics "github.com/rampart-edge/caddy-rampart/internal/metrics"
+	"github.com/rampart-edge/caddy-rampart/internal/netaddr"
 	"github.com/rampart-edge/caddy-rampart/modules/passthrough/engine"
 	"github.com/rampart-edge/caddy-rampart/modules/proxyv2/wire"
 )
 
 func init() {
-	caddy.RegisterModule(&Handler{})
+	caddy.RegisterModule(Handler{})
 }
 
 // Handler relays a TLS connection, still encrypted, to one of its upstreams.
@@ -80,17 +81,17 @@ type Handler struct {
 	SkipManaged bool `json:"skip_managed,omitempty"`
 
 	balancer *engine.Balancer
-	health   *engine.HealthCheck
-	keys     []string // usage pool keys of the upstreams
+	counted  []string // the connCounts keys this handler holds
 	tlvs     []uint8
 	crc      bool
 	tlsApp   *caddytls.TLS
 	sites    []string // host names of the HTTP server's sites
 	logger   *zap.Logger
-	cancel   context.CancelFunc
 
-	mConns, mUp, mDown prometheus.Counter
-	mActive            prometheus.Gauge
+	// the route's series, resolved once
+	mConns, mUp, mDown                    prometheus.Counter
+	mNoUpstream, mDialError, mHeaderError prometheus.Counter
+	mActive                               prometheus.Gauge
 }
 
 // HealthChecks configures active TCP health checks.
@@ -104,28 +105,37 @@ type HealthChecks struct {
 	Passes int `json:"passes,omitempty"`
 	// Fails is how many consecutive failed checks take it out. Default: 1.
 	Fails int `json:"fails,omitempty"`
-	// Port, when set, is checked instead of the upstream's port.
+	// Port, when set (1-65535), is checked instead of the upstream's port.
 	Port int `json:"port,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
-func (*Handler) CaddyModule() caddy.ModuleInfo {
+func (Handler) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
 		ID:  "layer4.handlers.passthrough",
 		New: func() caddy.Module { return new(Handler) },
 	}
 }
 
-// upstreams holds the state of every upstream address across config
-// reloads: health and active connection counts survive a reload, so
-// least_conn and the health checks continue where the old config left off.
-var upstreams = caddy.NewUsagePool()
+// connCounts holds the count of connections being relayed to each backend
+// address, for least_conn: it is the backend's load, shared by the routes
+// that use the address and carried across config reloads (as Caddy's
+// reverse_proxy keeps its hosts' request counts).
+var connCounts = caddy.NewUsagePool()
 
-// Provision sets up the upstreams, the health checker and the metrics.
+// Provision checks the configuration, sets up the route's upstreams and
+// metrics, and starts the health checker. Health belongs to the route, as
+// Caddy keeps active health per reverse_proxy handler: two routes that share
+// a backend address judge it each by its own checks, and the checker runs
+// until the configuration that loaded the handler is unloaded (ctx ends).
+// Connection counts are the backend's (connCounts).
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	if h.Route == "" {
 		h.Route = "passthrough"
+	}
+	if err := h.check(); err != nil {
+		return fmt.Errorf("passthrough route %q: %v", h.Route, err)
 	}
 	if h.IdleTimeout == 0 {
 		h.IdleTimeout = caddy.Duration(time.Hour)
@@ -133,31 +143,25 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.DialTimeout == 0 {
 		h.DialTimeout = caddy.Duration(5 * time.Second)
 	}
-	policy, err := engine.ParsePolicy(h.LBPolicy)
-	if err != nil {
-		return fmt.Errorf("passthrough route %q: %v", h.Route, err)
-	}
-	if err := h.provisionTLVs(); err != nil {
-		return err
-	}
-	if err := registerMetrics(ctx); err != nil {
+	policy, _ := engine.ParsePolicy(h.LBPolicy) // checked
+	h.tlvs, h.crc, _ = parseTLVs(h.ProxyTLVs)   // checked
+	if err := rmetrics.Register(ctx, metrics.connections, metrics.active, metrics.bytes, metrics.errors, metrics.healthy); err != nil {
 		return err
 	}
 	h.balancer = &engine.Balancer{Policy: policy}
 	for _, addr := range h.Upstreams {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return fmt.Errorf("passthrough route %q: upstream %q: %v", h.Route, addr, err)
-		}
-		val, _ := upstreams.LoadOrStore(addr, &engine.Upstream{Addr: addr})
-		h.keys = append(h.keys, addr)
-		u := val.(*engine.Upstream)
-		h.balancer.Upstreams = append(h.balancer.Upstreams, u)
-		metrics.healthy.WithLabelValues(h.Route, addr).Set(boolFloat(u.Healthy()))
+		conns, _ := connCounts.LoadOrStore(addr, new(engine.Counter))
+		h.counted = append(h.counted, addr)
+		h.balancer.Upstreams = append(h.balancer.Upstreams, &engine.Upstream{Addr: addr, Conns: conns.(*engine.Counter)})
+		metrics.healthy.WithLabelValues(h.Route, addr).Set(1)
 	}
 	h.mConns = metrics.connections.WithLabelValues(h.Route)
 	h.mActive = metrics.active.WithLabelValues(h.Route)
 	h.mUp = metrics.bytes.WithLabelValues(h.Route, "up")
 	h.mDown = metrics.bytes.WithLabelValues(h.Route, "down")
+	h.mNoUpstream = metrics.errors.WithLabelValues(h.Route, "no_upstream")
+	h.mDialError = metrics.errors.WithLabelValues(h.Route, "dial")
+	h.mHeaderError = metrics.errors.WithLabelValues(h.Route, "proxy_header")
 	if h.SkipManaged {
 		app, err := ctx.App("tls")
 		if err != nil {
@@ -171,117 +175,161 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if timeout <= 0 {
 			timeout = 2 * time.Second
 		}
-		route := h.Route
-		logger := h.logger
-		h.health = &engine.HealthCheck{
+		route, logger := h.Route, h.logger
+		checker := &engine.HealthCheck{
 			Interval: time.Duration(hc.Interval), Timeout: timeout, Passes: hc.Passes, Fails: hc.Fails, Port: hc.Port,
 			OnChange: func(u *engine.Upstream, ok bool) {
 				metrics.healthy.WithLabelValues(route, u.Addr).Set(boolFloat(ok))
 				logger.Info("upstream health changed", zap.String("route", route), zap.String("upstream", u.Addr), zap.Bool("healthy", ok))
 			},
 		}
-		var runCtx context.Context
-		runCtx, h.cancel = context.WithCancel(context.Background())
-		go h.health.Run(runCtx, h.balancer.Upstreams)
+		go checker.Run(ctx, h.balancer.Upstreams)
 	}
 	return nil
 }
 
-// provisionTLVs resolves the TLV names of the PROXY v2 header.
-func (h *Handler) provisionTLVs() error {
-	switch h.ProxyProtocol {
-	case "":
-		return nil
-	case "v2":
-	default:
-		return fmt.Errorf("passthrough route %q: proxy_protocol %q: only v2 is supported", h.Route, h.ProxyProtocol)
+// Cleanup releases the route's hold on the connection counts. Connections
+// being relayed keep theirs and are not touched: they outlive a reload.
+func (h *Handler) Cleanup() error {
+	for _, addr := range h.counted {
+		_, _ = connCounts.Delete(addr)
 	}
-	names := h.ProxyTLVs
+	return nil
+}
+
+// check is every rule of the handler's configuration, for JSON and
+// Caddyfile configs alike (the Caddyfile parser calls the same checks
+// per line so that its errors name the user's line).
+func (h *Handler) check() error {
+	if len(h.Upstreams) == 0 {
+		return errors.New("no upstreams")
+	}
+	for _, u := range h.Upstreams {
+		if err := checkUpstream(u); err != nil {
+			return err
+		}
+	}
+	if _, err := engine.ParsePolicy(h.LBPolicy); err != nil {
+		return err
+	}
+	if err := checkProxyProtocol(h.ProxyProtocol); err != nil {
+		return err
+	}
+	if _, _, err := parseTLVs(h.ProxyTLVs); err != nil {
+		return err
+	}
+	if err := checkDuration("idle_timeout", h.IdleTimeout); err != nil {
+		return err
+	}
+	if err := checkDuration("dial_timeout", h.DialTimeout); err != nil {
+		return err
+	}
+	return h.HealthChecks.check()
+}
+
+// check is the rule set of the health check options.
+func (hc *HealthChecks) check() error {
+	if hc == nil {
+		return nil
+	}
+	if err := checkDuration("health_interval", hc.Interval); err != nil {
+		return err
+	}
+	if err := checkDuration("health_timeout", hc.Timeout); err != nil {
+		return err
+	}
+	if hc.Passes < 0 {
+		return fmt.Errorf("health_passes %d: want a number of checks >= 0", hc.Passes)
+	}
+	if hc.Fails < 0 {
+		return fmt.Errorf("health_fails %d: want a number of checks >= 0", hc.Fails)
+	}
+	if hc.Port < 0 || hc.Port > 65535 {
+		return fmt.Errorf("health_port %d out of range (want 1-65535, or 0 for the upstream's own port)", hc.Port)
+	}
+	return nil
+}
+
+// checkUpstream accepts host:port with a numeric port; placeholders are
+// left for Caddy to resolve.
+func checkUpstream(u string) error {
+	if strings.Contains(u, "{") {
+		return nil
+	}
+	na, err := caddy.ParseNetworkAddress(u)
+	if err == nil && (na.Network != "tcp" || na.Host == "" || na.StartPort == 0 || na.PortRangeSize() != 1) {
+		err = errors.New("want host:port")
+	}
+	if err != nil {
+		return fmt.Errorf("upstream %q: %v", u, err)
+	}
+	return nil
+}
+
+// checkDuration refuses a negative duration.
+func checkDuration(option string, d caddy.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("%s %v: must not be negative", option, time.Duration(d))
+	}
+	return nil
+}
+
+// checkProxyProtocol accepts the PROXY protocol versions the handler sends.
+func checkProxyProtocol(v string) error {
+	if v != "" && v != "v2" {
+		return fmt.Errorf("proxy_protocol %q: only v2 is supported (with TLVs authority, alpn, crc32c or none)", v)
+	}
+	return nil
+}
+
+// parseTLVs resolves the TLV names of the PROXY v2 header; no names means
+// authority and alpn.
+func parseTLVs(names []string) (tlvs []uint8, crc bool, err error) {
 	if len(names) == 0 {
 		names = []string{"authority", "alpn"}
 	}
 	for _, n := range names {
 		switch n {
 		case "authority":
-			h.tlvs = append(h.tlvs, wire.TLVAuthority)
+			tlvs = append(tlvs, wire.TLVAuthority)
 		case "alpn":
-			h.tlvs = append(h.tlvs, wire.TLVALPN)
+			tlvs = append(tlvs, wire.TLVALPN)
 		case "crc32c":
-			h.crc = true
+			crc = true
 		case "none":
 		default:
-			return fmt.Errorf("passthrough route %q: unknown PROXY TLV %q (want authority, alpn, crc32c or none)", h.Route, n)
+			return nil, false, fmt.Errorf("unknown TLV %q (want authority, alpn, crc32c or none)", n)
 		}
 	}
-	return nil
-}
-
-// Validate checks that the handler can relay anything.
-func (h *Handler) Validate() error {
-	if len(h.Upstreams) == 0 {
-		return fmt.Errorf("passthrough route %q: no upstreams", h.Route)
-	}
-	return nil
-}
-
-// Cleanup stops the health checks and releases the upstream state. It never
-// touches connections being relayed: they outlive a config reload.
-func (h *Handler) Cleanup() error {
-	if h.cancel != nil {
-		h.cancel()
-	}
-	for _, k := range h.keys {
-		_, _ = upstreams.Delete(k)
-	}
-	return nil
+	return tlvs, crc, nil
 }
 
 // Handle relays the connection, or passes it to next when SkipManaged
 // applies.
 func (h *Handler) Handle(cx *layer4.Connection, next layer4.Handler) error {
-	hello, _ := engine.ParseClientHello(cx.MatchingBytes())
-	if hello.ServerName == "" {
-		if repl, ok := cx.Context.Value(layer4.ReplacerCtxKey).(*caddy.Replacer); ok {
-			hello.ServerName, _ = repl.GetString("l4.tls.server_name")
-		}
+	var hello engine.Hello
+	if h.SkipManaged || h.ProxyProtocol != "" {
+		hello = h.clientHello(cx)
 	}
 	if h.SkipManaged && h.managed(hello) {
 		return next.Handle(cx)
 	}
 
-	clientIP := hostOf(cx.RemoteAddr())
-	var tried []*engine.Upstream
-	var backend net.Conn
-	var up *engine.Upstream
-	for backend == nil {
-		up = h.balancer.Pick(clientIP, tried)
-		if up == nil {
-			metrics.errors.WithLabelValues(h.Route, "no_upstream").Inc()
-			h.logger.Error("no upstream available", zap.String("route", h.Route),
-				zap.String("remote", cx.RemoteAddr().String()), zap.String("server_name", hello.ServerName))
-			return nil
-		}
-		tried = append(tried, up)
-		d := net.Dialer{Timeout: time.Duration(h.DialTimeout)}
-		c, err := d.DialContext(cx.Context, "tcp", up.Addr)
-		if err != nil {
-			metrics.errors.WithLabelValues(h.Route, "dial").Inc()
-			h.logger.Error("dialing upstream", zap.String("route", h.Route), zap.String("upstream", up.Addr),
-				zap.String("remote", cx.RemoteAddr().String()), zap.Error(err))
-			continue
-		}
-		backend = c
+	up, backend, release := h.connect(cx)
+	if backend == nil {
+		return nil
 	}
-	defer backend.Close()
-	release := up.Acquire()
 	defer release()
+	defer backend.Close()
+	h.mActive.Inc()
+	defer h.mActive.Dec()
 
 	// the preamble: PROXY header, then what the matchers already read
 	var preamble []byte
 	if h.ProxyProtocol != "" {
 		var err error
 		if preamble, err = h.proxyHeader(cx, hello); err != nil {
-			metrics.errors.WithLabelValues(h.Route, "proxy_header").Inc()
+			h.mHeaderError.Inc()
 			h.logger.Error("writing PROXY header", zap.String("route", h.Route),
 				zap.String("remote", cx.RemoteAddr().String()), zap.Error(err))
 			return nil
@@ -295,30 +343,77 @@ func (h *Handler) Handle(cx *layer4.Connection, next layer4.Handler) error {
 		}
 	}
 	if _, err := backend.Write(preamble); err != nil {
-		metrics.errors.WithLabelValues(h.Route, "dial").Inc()
+		h.mDialError.Inc()
 		return nil
 	}
 
 	h.mConns.Inc()
-	h.mActive.Inc()
-	defer h.mActive.Dec()
 	clientR, clientW := splitConn(cx)
 	res := engine.Relay(clientR, clientW, backend, engine.RelayOptions{
 		IdleTimeout: time.Duration(h.IdleTimeout),
-		OnBytes: func(upDir bool, n int64) {
-			if upDir {
-				h.mUp.Add(float64(n))
-			} else {
-				h.mDown.Add(float64(n))
-			}
-		},
+		OnBytes:     h.countBytes,
 	})
 	if c := h.logger.Check(zap.DebugLevel, "passthrough connection ended"); c != nil {
 		c.Write(zap.String("route", h.Route), zap.String("upstream", up.Addr),
-			zap.String("remote", cx.RemoteAddr().String()), zap.String("server_name", hello.ServerName),
+			zap.String("remote", cx.RemoteAddr().String()), zap.String("server_name", h.clientHello(cx).ServerName),
 			zap.Int64("bytes_up", res.Up), zap.Int64("bytes_down", res.Down), zap.Bool("idle_timeout", res.Idle))
 	}
 	return nil
+}
+
+// countBytes adds relayed bytes to the route's counters.
+func (h *Handler) countBytes(upDir bool, n int64) {
+	if upDir {
+		h.mUp.Add(float64(n))
+	} else {
+		h.mDown.Add(float64(n))
+	}
+}
+
+// clientHello reads the server name and ALPN of the ClientHello the
+// matchers read.
+func (h *Handler) clientHello(cx *layer4.Connection) engine.Hello {
+	hello, _ := engine.ParseClientHello(cx.MatchingBytes())
+	if hello.ServerName == "" {
+		if repl, ok := cx.Context.Value(layer4.ReplacerCtxKey).(*caddy.Replacer); ok {
+			hello.ServerName, _ = repl.GetString("l4.tls.server_name")
+		}
+	}
+	return hello
+}
+
+// connect dials an upstream the balancer picks, trying the others when a
+// dial fails; it returns a nil connection when none answers. The upstream
+// counts the connection (least_conn) from the pick on, dial included; the
+// caller calls release when the connection ends.
+func (h *Handler) connect(cx *layer4.Connection) (up *engine.Upstream, backend net.Conn, release func()) {
+	var client netip.Addr
+	if h.balancer.Policy == engine.IPHash {
+		client, _ = netaddr.IP(cx.RemoteAddr())
+	}
+	var tried []*engine.Upstream
+	for {
+		up = h.balancer.Pick(client, tried)
+		if up == nil {
+			h.mNoUpstream.Inc()
+			h.logger.Error("no upstream available", zap.String("route", h.Route),
+				zap.String("remote", cx.RemoteAddr().String()))
+			return nil, nil, nil
+		}
+		tried = append(tried, up)
+		release := up.Acquire()
+		// no TCP keepalive on the backend side (four setsockopt calls per
+		// connection): the idle timeout ends dead connections
+		d := net.Dialer{Timeout: time.Duration(h.DialTimeout), KeepAlive: -1}
+		c, err := d.DialContext(cx.Context, "tcp", up.Addr)
+		if err == nil {
+			return up, c, release
+		}
+		release()
+		h.mDialError.Inc()
+		h.logger.Error("dialing upstream", zap.String("route", h.Route), zap.String("upstream", up.Addr),
+			zap.String("remote", cx.RemoteAddr().String()), zap.Error(err))
+	}
 }
 
 // managed reports whether Caddy itself should answer this ClientHello: an
@@ -341,13 +436,13 @@ func (h *Handler) managed(hello engine.Hello) bool {
 
 // proxyHeader builds the PROXY v2 header for the connection.
 func (h *Handler) proxyHeader(cx *layer4.Connection, hello engine.Hello) ([]byte, error) {
-	src, err := addrPort(cx.RemoteAddr())
-	if err != nil {
-		return nil, err
+	src, ok := netaddr.AddrPort(cx.RemoteAddr())
+	if !ok {
+		return nil, fmt.Errorf("client address %q is not an IP address and port", cx.RemoteAddr())
 	}
-	dst, err := addrPort(cx.LocalAddr())
-	if err != nil {
-		return nil, err
+	dst, ok := netaddr.AddrPort(cx.LocalAddr())
+	if !ok {
+		return nil, fmt.Errorf("local address %q is not an IP address and port", cx.LocalAddr())
 	}
 	hdr := wire.Header{Version: 2, Command: wire.CommandProxy, Transport: wire.TransportStream, Source: src, Destination: dst}
 	for _, t := range h.tlvs {
@@ -361,29 +456,7 @@ func (h *Handler) proxyHeader(cx *layer4.Connection, hello engine.Hello) ([]byte
 	return hdr.AppendV2(nil, h.crc)
 }
 
-// addrPort converts a connection address, IPv4-mapped IPv6 addresses (a
-// dual-stack socket's view of IPv4 clients) to IPv4.
-func addrPort(a net.Addr) (netip.AddrPort, error) {
-	var ap netip.AddrPort
-	if ta, ok := a.(*net.TCPAddr); ok {
-		ap = ta.AddrPort()
-	} else {
-		var err error
-		if ap, err = netip.ParseAddrPort(a.String()); err != nil {
-			return netip.AddrPort{}, fmt.Errorf("address %q is not an IP address and port", a)
-		}
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
-}
-
-func hostOf(a net.Addr) string {
-	s := a.String()
-	if host, _, err := net.SplitHostPort(s); err == nil {
-		return host
-	}
-	return s
-}
-
+// boolFloat is 1 for true, 0 for false (a gauge of a state).
 func boolFloat(b bool) float64 {
 	if b {
 		return 1
@@ -428,7 +501,6 @@ var errHandedOff = errors.New("connection handed to the next listener")
 // Interface guards
 var (
 	_ caddy.Provisioner  = (*Handler)(nil)
-	_ caddy.Validator    = (*Handler)(nil)
 	_ caddy.CleanerUpper = (*Handler)(nil)
 	_ layer4.NextHandler = (*Handler)(nil)
 )

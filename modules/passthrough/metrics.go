@@ -1,12 +1,6 @@
 package passthrough
 
-import (
-	"errors"
-	"sync"
-
-	"github.com/caddyserver/caddy/v2"
-	"github.com/prometheus/client_golang/prometheus"
-)
+import "github.com/prometheus/client_golang/prometheus"
 
 // Metrics of the passthrough handler. The route label is the route's name
 // from the configuration (never a client's SNI) and the upstream label an
@@ -38,26 +32,4 @@ var metrics = struct {
 		Namespace: "rampart", Subsystem: "passthrough", Name: "upstream_healthy",
 		Help: "1 when the upstream of a passthrough route passes its health checks, 0 when it is out.",
 	}, []string{"route", "upstream"}),
-}
-
-var registerOnce sync.Mutex
-
-// registerMetrics adds the collectors to the config's registry, tolerating
-// a registry that already has them.
-func registerMetrics(ctx caddy.Context) error {
-	registerOnce.Lock()
-	defer registerOnce.Unlock()
-	reg := ctx.GetMetricsRegistry()
-	if reg == nil {
-		return nil
-	}
-	for _, c := range []prometheus.Collector{metrics.connections, metrics.active, metrics.bytes, metrics.errors, metrics.healthy} {
-		if err := reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				return err
-			}
-		}
-	}
-	return nil
 }

@@ -13,7 +13,7 @@ import (
 )
 
 func init() {
-	caddy.RegisterModule(&ListenerWrapper{})
+	caddy.RegisterModule(ListenerWrapper{})
 }
 
 // ListenerWrapper runs layer4 routes on every accepted connection before the
@@ -41,7 +41,7 @@ type ListenerWrapper struct {
 }
 
 // CaddyModule returns the Caddy module information.
-func (*ListenerWrapper) CaddyModule() caddy.ModuleInfo {
+func (ListenerWrapper) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
 		ID:  "caddy.listeners.passthrough",
 		New: func() caddy.Module { return new(ListenerWrapper) },
@@ -103,9 +103,10 @@ type router struct {
 	conns     chan net.Conn
 	done      chan struct{}
 	closeOnce sync.Once
-	err       error
+	err       error // why Accept ends, set once before done is closed
 }
 
+// loop accepts connections until the listener fails or closes.
 func (r *router) loop() {
 	for {
 		conn, err := r.Listener.Accept()
@@ -114,14 +115,15 @@ func (r *router) loop() {
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
 			}
-			r.err = err
-			r.shutdown()
+			r.shutdown(err)
 			return
 		}
 		go r.route(conn)
 	}
 }
 
+// route runs the layer4 routes on one connection, and closes it unless a
+// route handed it on.
 func (r *router) route(conn net.Conn) {
 	defer func() {
 		// a failing handler costs one connection, never the listener
@@ -160,11 +162,18 @@ func (r *router) Accept() (net.Conn, error) {
 // end on their own, which is what lets a reload keep them.
 func (r *router) Close() error {
 	err := r.Listener.Close()
-	r.shutdown()
+	r.shutdown(net.ErrClosed)
 	return err
 }
 
-func (r *router) shutdown() { r.closeOnce.Do(func() { close(r.done) }) }
+// shutdown ends Accept with err (the first reason only: Close and the
+// accept loop's failure race when the listener is closed).
+func (r *router) shutdown(err error) {
+	r.closeOnce.Do(func() {
+		r.err = err
+		close(r.done)
+	})
+}
 
 // Interface guards
 var (

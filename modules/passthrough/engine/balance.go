@@ -6,20 +6,37 @@ import (
 	"hash/fnv"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"sync/atomic"
 	"time"
 )
 
-// Upstream is one backend address with the state that selection and health
-// checks share. Its zero value (with Addr set) is healthy and idle.
+// Upstream is one backend address of a route, with the state that selection
+// and health checks share. Its zero value (with Addr set) is healthy and
+// idle.
 type Upstream struct {
 	// Addr is the dial address, host:port.
 	Addr string
+	// Conns, when set, counts the connections being relayed to Addr; the
+	// upstreams of several routes (and of the configs before a reload) may
+	// share one, as they share the backend. Nil: the upstream counts alone.
+	Conns *Counter
 
+	own    Counter      // the count when Conns is nil
 	down   atomic.Bool  // marked unhealthy by the health checker
-	active atomic.Int64 // connections being relayed now
 	passes atomic.Int32 // consecutive successful checks while down
 	fails  atomic.Int32 // consecutive failed checks while up
+}
+
+// Counter counts connections in flight.
+type Counter struct{ n atomic.Int64 }
+
+// counter is the count the upstream uses.
+func (u *Upstream) counter() *Counter {
+	if u.Conns != nil {
+		return u.Conns
+	}
+	return &u.own
 }
 
 // Healthy reports whether the upstream may receive connections.
@@ -33,15 +50,16 @@ func (u *Upstream) SetHealthy(ok bool) {
 }
 
 // Active returns how many connections are being relayed to the upstream.
-func (u *Upstream) Active() int64 { return u.active.Load() }
+func (u *Upstream) Active() int64 { return u.counter().n.Load() }
 
 // Acquire counts a new connection; call the returned func when it ends.
 func (u *Upstream) Acquire() (release func()) {
-	u.active.Add(1)
+	c := u.counter()
+	c.n.Add(1)
 	var once atomic.Bool
 	return func() {
 		if once.CompareAndSwap(false, true) {
-			u.active.Add(-1)
+			c.n.Add(-1)
 		}
 	}
 }
@@ -86,7 +104,7 @@ type Balancer struct {
 // Pick returns a healthy upstream for a client (the client's IP is used by
 // ip_hash), skipping those in exclude (already tried), or nil when none is
 // available.
-func (b *Balancer) Pick(clientIP string, exclude []*Upstream) *Upstream {
+func (b *Balancer) Pick(client netip.Addr, exclude []*Upstream) *Upstream {
 	n := len(b.Upstreams)
 	if n == 0 {
 		return nil
@@ -132,7 +150,8 @@ func (b *Balancer) Pick(clientIP string, exclude []*Upstream) *Upstream {
 		return b.scan(rand.IntN(n), usable)
 	case IPHash:
 		h := fnv.New32a()
-		_, _ = h.Write([]byte(clientIP))
+		ip := client.As16()
+		_, _ = h.Write(ip[:])
 		return b.scan(int(h.Sum32()%uint32(n)), usable)
 	default:
 		return b.scan(int(b.next.Add(1)%uint64(n)), usable)
@@ -166,7 +185,8 @@ type HealthCheck struct {
 	OnChange func(u *Upstream, healthy bool)
 }
 
-// Run checks every upstream each interval until ctx ends.
+// Run checks every upstream each interval until ctx ends (the context of
+// the configuration that owns the upstreams).
 func (hc *HealthCheck) Run(ctx context.Context, ups []*Upstream) {
 	if hc.Interval <= 0 {
 		return
@@ -219,6 +239,8 @@ func (hc *HealthCheck) Record(u *Upstream, ok bool) {
 	}
 }
 
+// probe reports whether a TCP connection to addr (or to Port on its
+// host) opens within the timeout.
 func (hc *HealthCheck) probe(ctx context.Context, addr string) bool {
 	if hc.Port > 0 {
 		host, _, err := net.SplitHostPort(addr)

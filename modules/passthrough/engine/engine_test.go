@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -239,20 +240,20 @@ func TestBalancer(t *testing.T) {
 	bal := &Balancer{Policy: RoundRobin, Upstreams: []*Upstream{a, b, c}}
 	seen := map[string]int{}
 	for range 30 {
-		seen[bal.Pick("", nil).Addr]++
+		seen[bal.Pick(netip.Addr{}, nil).Addr]++
 	}
 	if seen["a"] != 10 || seen["b"] != 10 || seen["c"] != 10 {
 		t.Fatalf("round robin spread %v", seen)
 	}
 	b.SetHealthy(false)
 	for range 10 {
-		if bal.Pick("", nil) == b {
+		if bal.Pick(netip.Addr{}, nil) == b {
 			t.Fatal("picked an unhealthy upstream")
 		}
 	}
 	bal.Policy = LeastConn
 	rel := a.Acquire()
-	if u := bal.Pick("", nil); u != c {
+	if u := bal.Pick(netip.Addr{}, nil); u != c {
 		t.Fatalf("least_conn picked %s, want c", u.Addr)
 	}
 	rel()
@@ -261,15 +262,15 @@ func TestBalancer(t *testing.T) {
 		t.Fatal("release counted twice")
 	}
 	bal.Policy = IPHash
-	if bal.Pick("192.0.2.1", nil) != bal.Pick("192.0.2.1", nil) {
+	if bal.Pick(netip.MustParseAddr("192.0.2.1"), nil) != bal.Pick(netip.MustParseAddr("192.0.2.1"), nil) {
 		t.Fatal("ip_hash is not stable")
 	}
 	bal.Policy = First
-	if bal.Pick("", []*Upstream{a}) != c {
+	if bal.Pick(netip.Addr{}, []*Upstream{a}) != c {
 		t.Fatal("first did not skip the excluded upstream")
 	}
 	c.SetHealthy(false)
-	if bal.Pick("", []*Upstream{a}) != nil {
+	if bal.Pick(netip.Addr{}, []*Upstream{a}) != nil {
 		t.Fatal("picked although nothing is usable")
 	}
 	if _, err := ParsePolicy("weighted"); err == nil {
@@ -380,5 +381,36 @@ func benchRelay(b *testing.B, relay func(dst, src net.Conn)) {
 		_ = client.Close()
 		_ = edgeIn.Close()
 		_ = edgeOut.Close()
+	}
+}
+
+// BenchmarkRelayShort relays one short exchange per op (2 KB up, 4 KB
+// down, as a TLS handshake and a small answer) between new loopback TCP
+// connections: the per-connection cost of the relay.
+func BenchmarkRelayShort(b *testing.B) {
+	b.ReportAllocs()
+	up, down := make([]byte, 2<<10), make([]byte, 4<<10)
+	for b.Loop() {
+		client, edgeIn := tcpPair(b)
+		edgeOut, backend := tcpPair(b)
+		done := make(chan struct{})
+		go func() {
+			Relay(edgeIn, edgeIn, edgeOut, RelayOptions{IdleTimeout: 10 * time.Second})
+			close(done)
+		}()
+		go func() {
+			_, _ = io.ReadFull(backend, up[:len(up):len(up)])
+			_, _ = backend.Write(down)
+			_ = backend.CloseWrite()
+		}()
+		_, _ = client.Write(up)
+		_ = client.CloseWrite()
+		if n, _ := io.Copy(io.Discard, client); n != int64(len(down)) {
+			b.Fatalf("client read %d bytes", n)
+		}
+		<-done
+		for _, c := range []net.Conn{client, edgeIn, edgeOut, backend} {
+			_ = c.Close()
+		}
 	}
 }

@@ -90,6 +90,7 @@ type reader struct {
 	ok bool
 }
 
+// skip moves the cursor n bytes on (past the end marks the reader failed).
 func (r *reader) skip(n int) {
 	if !r.ok || n > len(r.b) {
 		r.ok = false
@@ -98,6 +99,7 @@ func (r *reader) skip(n int) {
 	r.b = r.b[n:]
 }
 
+// u8 reads one byte.
 func (r *reader) u8() int {
 	if !r.ok || len(r.b) < 1 {
 		r.ok = false
@@ -108,6 +110,7 @@ func (r *reader) u8() int {
 	return v
 }
 
+// u16 reads a big-endian 16-bit number.
 func (r *reader) u16() int {
 	if !r.ok || len(r.b) < 2 {
 		r.ok = false
@@ -118,6 +121,7 @@ func (r *reader) u16() int {
 	return v
 }
 
+// bytes reads the next n bytes (nil when fewer are left).
 func (r *reader) bytes(n int) []byte {
 	if !r.ok || n > len(r.b) {
 		r.ok = false
@@ -128,6 +132,8 @@ func (r *reader) bytes(n int) []byte {
 	return v
 }
 
+// parseHelloBody reads the server name and ALPN list of a ClientHello
+// handshake body.
 func parseHelloBody(body []byte) (Hello, error) {
 	r := reader{b: body, ok: true}
 	r.skip(2 + 32)  // legacy_version, random
@@ -183,6 +189,7 @@ func parseHelloBody(body []byte) (Hello, error) {
 	return h, nil
 }
 
+// lowerASCII returns b as a string with ASCII letters lower-cased.
 func lowerASCII(b []byte) string {
 	out := make([]byte, len(b))
 	for i, c := range b {
