@@ -20,7 +20,7 @@ func (w *nopWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *nopWriter) WriteHeader(int)             {}
 
 // newBenchHandler provisions a hide_origin handler outside a server.
-func newBenchHandler(b *testing.B, h *HideOrigin) (*HideOrigin, *http.Request) {
+func newBenchHandler(b *testing.B, h *Handler) (*Handler, *http.Request) {
 	b.Helper()
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	b.Cleanup(cancel)
@@ -38,7 +38,7 @@ func newBenchHandler(b *testing.B, h *HideOrigin) (*HideOrigin, *http.Request) {
 // BenchmarkServeHTTPBody100MB streams a 100 MB chunked HTML body through the
 // handler: B/op is the memory the whole body needed.
 func BenchmarkServeHTTPBody100MB(b *testing.B) {
-	h, req := newBenchHandler(b, &HideOrigin{Origins: []string{"10.0.0.10:8080"}})
+	h, req := newBenchHandler(b, &Handler{Origins: []string{"10.0.0.10:8080"}})
 	chunk := []byte(strings.Repeat("<p>some text around a link to http://10.0.0.10:8080/page and more text</p>\n", 32<<10/76))
 	const total = 100 << 20
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
@@ -65,7 +65,7 @@ func BenchmarkServeHTTPBody100MB(b *testing.B) {
 // BenchmarkServeHTTPHeaders is the per-request cost of header-only
 // scrubbing: the origin answers with identifying headers and a Location.
 func BenchmarkServeHTTPHeaders(b *testing.B) {
-	h, req := newBenchHandler(b, &HideOrigin{Origins: []string{"10.0.0.10:8080"}, BodyOff: true})
+	h, req := newBenchHandler(b, &Handler{Origins: []string{"10.0.0.10:8080"}, BodyOff: true})
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		hd := w.Header()
 		hd["Server"] = []string{"Apache/2.4.41 (Ubuntu)"}
