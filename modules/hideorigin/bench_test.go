@@ -20,7 +20,7 @@ func (w *nopWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *nopWriter) WriteHeader(int)             {}
 
 // newBenchHandler provisions a hide_origin handler outside a server.
-func newBenchHandler(b *testing.B, h *Handler) (*Handler, *http.Request) {
+func newBenchHandler(b testing.TB, h *Handler) (*Handler, *http.Request) {
 	b.Helper()
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	b.Cleanup(cancel)

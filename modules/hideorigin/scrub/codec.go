@@ -80,7 +80,11 @@ type flushWriteCloser interface {
 }
 
 var (
-	gzipWriters = sync.Pool{New: func() any { return gzip.NewWriter(nil) }}
+	gzipWriters  = sync.Pool{New: func() any { return gzip.NewWriter(nil) }}
+	flateWriters = sync.Pool{New: func() any {
+		fw, _ := flate.NewWriter(nil, flate.DefaultCompression) // a constant, valid level
+		return fw
+	}}
 	zstdWriters = sync.Pool{New: func() any {
 		zw, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(1<<20))
 		if err != nil {
@@ -116,8 +120,9 @@ func newEncoder(coding string, dst io.Writer) (flushWriteCloser, func()) {
 		zw.Reset(dst)
 		return zw, func() { zw.Reset(nil); zstdWriters.Put(zw) }
 	}
-	fw, _ := flate.NewWriter(dst, flate.DefaultCompression) // a constant, valid level
-	return fw, func() {}
+	fw := flateWriters.Get().(*flate.Writer)
+	fw.Reset(dst)
+	return fw, func() { fw.Reset(nil); flateWriters.Put(fw) }
 }
 
 // newDecoder returns the decompressor for a coding reading src and the
