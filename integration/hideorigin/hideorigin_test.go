@@ -82,7 +82,7 @@ https://localhost:%[7]s {
 %[1]s {
 	tls %[2]s %[3]s
 	hide_origin {
-		origin origin.internal [fd00::10]:8443
+		origin origin.internal [fd00::10]:8443 10.0.0.10:8080
 		sign %[8]s
 	}
 	reverse_proxy %[4]s
@@ -122,8 +122,8 @@ func (s *setup) auditConfig(t *testing.T) audit.Config {
 	return audit.Config{
 		Site:        s.edge,
 		Origins:     origins,
-		OriginHosts: []string{"origin.internal", "[fd00::10]:8443"},
-		Paths:       []string{"/gz", "/zst", "/chunked", "/api/data", "/doc.txt"},
+		OriginHosts: []string{"origin.internal", "[fd00::10]:8443", "10.0.0.10:8080"},
+		Paths:       append([]string{"/gz", "/zst", "/chunked", "/api/data", "/doc.txt"}, evasionPaths...),
 		Timeout:     5 * time.Second,
 	}
 }
@@ -156,6 +156,18 @@ var leakKinds = []struct{ place, name string }{
 	{"certificate", "san_dns"},
 	{"bypass", "direct_access"},
 	{"origin_certificate", "sni localhost"},
+}
+
+// evasionPaths serve the origin's identity wrapped or spelled to slip
+// past a scrubber: the leaky setup must show each, the hidden one none.
+var evasionPaths = []string{"/ev/two-codings", "/ev/encoded", "/ev/script.js", "/ev/page.xhtml", "/ev/logo.svg", "/ev/feed.xml",
+	"/ev/ld.json", "/ev/problem.json", "/ev/untyped", "/ev/decimal", "/ev/octal", "/ev/hex", "/ev/mapped", "/ev/ipv6", "/ev/trailing-dot"}
+
+func init() {
+	for _, p := range evasionPaths {
+		leakKinds = append(leakKinds, struct{ place, name string }{"body", p + " "})
+	}
+	leakKinds = append(leakKinds, struct{ place, name string }{"redirect", "/ev/encoded"})
 }
 
 func hasFinding(r *audit.Report, place, name string) bool {

@@ -115,15 +115,21 @@ func TestRunFindsEvasions(t *testing.T) {
 			w.Header().Set("Content-Type", "application/json")
 			fmt.Fprint(w, `{"next":"http%253A%252F%252F10.9.9.9%253A81%252F"}`)
 		},
-		"/decimal":   func(w http.ResponseWriter) { fmt.Fprint(w, `<a href="http://168364297/">x</a>`) },
-		"/octal":     func(w http.ResponseWriter) { fmt.Fprint(w, `<a href="http://012.011.011.011:81/">x</a>`) },
-		"/hex":       func(w http.ResponseWriter) { fmt.Fprint(w, `<a href="http://0x0a090909/">x</a>`) },
-		"/mapped":    func(w http.ResponseWriter) { fmt.Fprint(w, `<a href="http://[::ffff:a09:909]/">x</a>`) },
-		"/mapped4":   func(w http.ResponseWriter) { fmt.Fprint(w, `<a href="http://[::ffff:10.9.9.9]/">x</a>`) },
-		"/ipv6":      func(w http.ResponseWriter) { fmt.Fprint(w, `<a href="http://[fd00:0::10]/">x</a>`) },
-		"/trailing":  func(w http.ResponseWriter) { fmt.Fprint(w, `<a href="http://origin.internal./x">x</a>`) },
-		"/svg":       func(w http.ResponseWriter) { w.Header().Set("Content-Type", "image/svg+xml"); fmt.Fprint(w, `<svg><a href="//origin.internal/"/></svg>`) },
-		"/untyped":   func(w http.ResponseWriter) { w.Header()["Content-Type"] = nil; fmt.Fprint(w, `var api = "http://10.9.9.9:81/api";`) },
+		"/decimal":  func(w http.ResponseWriter) { fmt.Fprint(w, `<a href="http://168364297/">x</a>`) },
+		"/octal":    func(w http.ResponseWriter) { fmt.Fprint(w, `<a href="http://012.011.011.011:81/">x</a>`) },
+		"/hex":      func(w http.ResponseWriter) { fmt.Fprint(w, `<a href="http://0x0a090909/">x</a>`) },
+		"/mapped":   func(w http.ResponseWriter) { fmt.Fprint(w, `<a href="http://[::ffff:a09:909]/">x</a>`) },
+		"/mapped4":  func(w http.ResponseWriter) { fmt.Fprint(w, `<a href="http://[::ffff:10.9.9.9]/">x</a>`) },
+		"/ipv6":     func(w http.ResponseWriter) { fmt.Fprint(w, `<a href="http://[fd00:0::10]/">x</a>`) },
+		"/trailing": func(w http.ResponseWriter) { fmt.Fprint(w, `<a href="http://origin.internal./x">x</a>`) },
+		"/svg": func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "image/svg+xml")
+			fmt.Fprint(w, `<svg><a href="//origin.internal/"/></svg>`)
+		},
+		"/untyped": func(w http.ResponseWriter) {
+			w.Header()["Content-Type"] = nil
+			fmt.Fprint(w, `var api = "http://10.9.9.9:81/api";`)
+		},
 		"/clean-svg": func(w http.ResponseWriter) { w.Header().Set("Content-Type", "image/svg+xml"); fmt.Fprint(w, `<svg/>`) },
 	}
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
