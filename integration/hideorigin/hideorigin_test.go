@@ -24,7 +24,7 @@ import (
 	_ "github.com/rampart-edge/caddy-rampart/caddyfile"
 	"github.com/rampart-edge/caddy-rampart/integration/harness"
 	"github.com/rampart-edge/caddy-rampart/modules/hideorigin/audit"
-	"github.com/rampart-edge/caddy-rampart/modules/hideorigin/scrub"
+	"github.com/rampart-edge/caddy-rampart/modules/hideorigin/sign"
 )
 
 const edgeKey = "integration-edge-key-0123456789"
@@ -392,7 +392,7 @@ func testUpgrade(t *testing.T, s *setup) {
 
 func TestOriginLock(t *testing.T) {
 	s := start(t, true)
-	key, _ := scrub.NewKey(edgeKey)
+	key, _ := sign.NewKey(edgeKey)
 	direct := "http://" + s.origin
 	// direct: refused
 	if resp, _ := get(t, direct+"/", nil); resp.StatusCode != http.StatusForbidden {
@@ -402,31 +402,31 @@ func TestOriginLock(t *testing.T) {
 	if resp, _ := get(t, s.edge+"/api/data", nil); resp.StatusCode != http.StatusOK {
 		t.Errorf("through the edge: %d", resp.StatusCode)
 	}
-	sign := func(at time.Time, uri string) string {
-		return key.Sign(scrub.Signed{Method: "GET", Host: "localhost", URI: uri, ClientIP: netip.MustParseAddr("203.0.113.9"), Time: at})
+	signAt := func(at time.Time, uri string) string {
+		return key.Sign(sign.Signed{Method: "GET", Host: "localhost", URI: uri, ClientIP: netip.MustParseAddr("203.0.113.9"), Time: at})
 	}
 	// a valid signature made here: accepted, and the signed client IP is
 	// what the application sees first
-	h := sign(time.Now(), "/echo-xff")
-	resp, body := get(t, direct+"/echo-xff", map[string]string{"Host": "localhost", scrub.SignatureHeader: h})
+	h := signAt(time.Now(), "/echo-xff")
+	resp, body := get(t, direct+"/echo-xff", map[string]string{"Host": "localhost", sign.Header: h})
 	if resp.StatusCode != 200 || body != "xff=203.0.113.9, 127.0.0.1 sig=" {
 		t.Errorf("signed request: %d %q", resp.StatusCode, body)
 	}
 	// the same header again: a replay
-	if resp, _ := get(t, direct+"/echo-xff", map[string]string{"Host": "localhost", scrub.SignatureHeader: h}); resp.StatusCode != http.StatusForbidden {
+	if resp, _ := get(t, direct+"/echo-xff", map[string]string{"Host": "localhost", sign.Header: h}); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("replayed signature: %d", resp.StatusCode)
 	}
 	// stale, wrong path, wrong host, unknown key
-	other, _ := scrub.NewKey("another-key-that-is-long-enough")
+	other, _ := sign.NewKey("another-key-that-is-long-enough")
 	for name, c := range map[string]struct{ host, uri, header string }{
-		"stale":       {"localhost", "/echo-xff", sign(time.Now().Add(-time.Minute), "/echo-xff")},
-		"future":      {"localhost", "/echo-xff", sign(time.Now().Add(time.Minute), "/echo-xff")},
-		"other path":  {"localhost", "/api/data", sign(time.Now(), "/echo-xff")},
-		"other host":  {"evil.example", "/echo-xff", sign(time.Now(), "/echo-xff")},
-		"unknown key": {"localhost", "/echo-xff", other.Sign(scrub.Signed{Method: "GET", Host: "localhost", URI: "/echo-xff", ClientIP: netip.MustParseAddr("203.0.113.9"), Time: time.Now()})},
+		"stale":       {"localhost", "/echo-xff", signAt(time.Now().Add(-time.Minute), "/echo-xff")},
+		"future":      {"localhost", "/echo-xff", signAt(time.Now().Add(time.Minute), "/echo-xff")},
+		"other path":  {"localhost", "/api/data", signAt(time.Now(), "/echo-xff")},
+		"other host":  {"evil.example", "/echo-xff", signAt(time.Now(), "/echo-xff")},
+		"unknown key": {"localhost", "/echo-xff", other.Sign(sign.Signed{Method: "GET", Host: "localhost", URI: "/echo-xff", ClientIP: netip.MustParseAddr("203.0.113.9"), Time: time.Now()})},
 		"garbage":     {"localhost", "/echo-xff", "v=1;kid=nothex"},
 	} {
-		if resp, _ := get(t, direct+c.uri, map[string]string{"Host": c.host, scrub.SignatureHeader: c.header}); resp.StatusCode != http.StatusForbidden {
+		if resp, _ := get(t, direct+c.uri, map[string]string{"Host": c.host, sign.Header: c.header}); resp.StatusCode != http.StatusForbidden {
 			t.Errorf("%s signature: %d", name, resp.StatusCode)
 		}
 	}

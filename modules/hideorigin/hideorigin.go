@@ -23,6 +23,7 @@ import (
 	"github.com/rampart-edge/caddy-rampart/internal/metrics"
 	"github.com/rampart-edge/caddy-rampart/internal/netaddr"
 	"github.com/rampart-edge/caddy-rampart/modules/hideorigin/scrub"
+	"github.com/rampart-edge/caddy-rampart/modules/hideorigin/sign"
 )
 
 func init() {
@@ -86,7 +87,7 @@ type Handler struct {
 	strip     *scrub.HeaderScrubber
 	bodyTypes []string
 	generic   bool
-	key       *scrub.Key
+	key       *sign.Key
 	public    *scrub.Public // set when Public has no placeholders
 	// publics caches the default Public per Host header, for http and
 	// https; bounded by maxPublics because Host is chosen by clients.
@@ -193,7 +194,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if strings.Contains(secret, "{") || secret == "" {
 			return fmt.Errorf("hide_origin: sign: the key %q is empty or has an unknown placeholder", redact(h.Sign))
 		}
-		k, err := scrub.NewKey(secret)
+		k, err := sign.NewKey(secret)
 		if err != nil {
 			return fmt.Errorf("hide_origin: sign: %v", err)
 		}
@@ -344,7 +345,7 @@ func (h *Handler) prepareRequest(r *http.Request) {
 	if !trusted {
 		requestScrubber.Scrub(r.Header)
 	}
-	delete(r.Header, scrub.SignatureHeader)
+	delete(r.Header, sign.Header)
 	if len(h.bodyTypes) > 0 {
 		if ae := r.Header["Accept-Encoding"]; len(ae) == 1 {
 			if f := scrub.FilterAcceptEncoding(ae[0]); f != ae[0] {
@@ -355,7 +356,7 @@ func (h *Handler) prepareRequest(r *http.Request) {
 		}
 	}
 	if h.key != nil {
-		r.Header.Set(scrub.SignatureHeader, h.key.Sign(scrub.Signed{
+		r.Header.Set(sign.Header, h.key.Sign(sign.Signed{
 			Method:   r.Method,
 			Host:     r.Host,
 			URI:      r.URL.RequestURI(),

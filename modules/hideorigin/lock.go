@@ -15,7 +15,7 @@ import (
 
 	"github.com/rampart-edge/caddy-rampart/internal/metrics"
 	"github.com/rampart-edge/caddy-rampart/internal/netaddr"
-	"github.com/rampart-edge/caddy-rampart/modules/hideorigin/scrub"
+	"github.com/rampart-edge/caddy-rampart/modules/hideorigin/sign"
 )
 
 // OriginLock is the origin-side handler: it lets a request through only with
@@ -55,7 +55,7 @@ type OriginLock struct {
 	// full, new requests are refused rather than fresh nonces forgotten.
 	ReplayCache int `json:"replay_cache,omitempty"`
 
-	verifier *scrub.Verifier
+	verifier *sign.Verifier
 	allow    []netip.Prefix
 	close    bool
 	poolKey  string
@@ -69,7 +69,7 @@ const defaultReplayCache = 1 << 18
 // reopen a replay window.
 var replayPool = caddy.NewUsagePool()
 
-type replayHolder struct{ *scrub.ReplayCache }
+type replayHolder struct{ *sign.ReplayCache }
 
 func (replayHolder) Destruct() error { return nil }
 
@@ -91,14 +91,14 @@ func (l *OriginLock) Provision(ctx caddy.Context) error {
 		return errors.New("origin_lock: at least one key is required")
 	}
 	repl := caddy.NewReplacer()
-	var keys []scrub.Key
+	var keys []sign.Key
 	var ids []string
 	for _, raw := range l.Keys {
 		secret := repl.ReplaceKnown(raw, "")
 		if secret == "" || strings.Contains(secret, "{") {
 			return fmt.Errorf("origin_lock: key %s is empty or has an unknown placeholder", redact(raw))
 		}
-		k, err := scrub.NewKey(secret)
+		k, err := sign.NewKey(secret)
 		if err != nil {
 			return fmt.Errorf("origin_lock: key %s: %v", redact(raw), err)
 		}
@@ -134,12 +134,12 @@ func (l *OriginLock) Provision(ctx caddy.Context) error {
 	sort.Strings(ids)
 	l.poolKey = fmt.Sprintf("origin_lock/%s/%s/%d", strings.Join(ids, ","), skew, capacity)
 	val, _, err := replayPool.LoadOrNew(l.poolKey, func() (caddy.Destructor, error) {
-		return replayHolder{scrub.NewReplayCache(2*skew, capacity)}, nil
+		return replayHolder{sign.NewReplayCache(2*skew, capacity)}, nil
 	})
 	if err != nil {
 		return err
 	}
-	v, err := scrub.NewVerifier(keys, skew, val.(replayHolder).ReplayCache)
+	v, err := sign.NewVerifier(keys, skew, val.(replayHolder).ReplayCache)
 	if err != nil {
 		return fmt.Errorf("origin_lock: %v", err)
 	}
@@ -161,9 +161,9 @@ func lockResult(err error) string {
 		err   error
 		label string
 	}{
-		{scrub.ErrMissing, "missing"}, {scrub.ErrMalformed, "malformed"}, {scrub.ErrUnknownKey, "unknown_key"},
-		{scrub.ErrBadSignature, "bad_signature"}, {scrub.ErrStale, "stale"}, {scrub.ErrReplay, "replay"},
-		{scrub.ErrCacheFull, "cache_full"},
+		{sign.ErrMissing, "missing"}, {sign.ErrMalformed, "malformed"}, {sign.ErrUnknownKey, "unknown_key"},
+		{sign.ErrBadSignature, "bad_signature"}, {sign.ErrStale, "stale"}, {sign.ErrReplay, "replay"},
+		{sign.ErrCacheFull, "cache_full"},
 	} {
 		if errors.Is(err, c.err) {
 			return c.label
@@ -178,12 +178,12 @@ func (l *OriginLock) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	if len(l.allow) > 0 && !netaddr.Contains(l.allow, peer) {
 		return l.deny(r, "not_allowed", fmt.Errorf("source %s is not in allow", peer))
 	}
-	sig, err := l.verifier.Verify(r.Header.Get(scrub.SignatureHeader), r.Method, r.Host, r.RequestURI)
+	sig, err := l.verifier.Verify(r.Header.Get(sign.Header), r.Method, r.Host, r.RequestURI)
 	if err != nil {
 		return l.deny(r, lockResult(err), err)
 	}
 	lockOK.Inc()
-	delete(r.Header, scrub.SignatureHeader)
+	delete(r.Header, sign.Header)
 	ip := sig.ClientIP.String()
 	caddyhttp.SetVar(r.Context(), caddyhttp.ClientIPVarKey, ip)
 	caddyhttp.SetVar(r.Context(), caddyhttp.TrustedProxyVarKey, true)

@@ -1,8 +1,8 @@
 // Package scrub is the engine of origin hiding: it finds an origin's
 // identities (addresses, host names, URLs) in header values and streamed
-// bodies and rewrites them to the public site, strips identifying headers,
-// and signs and verifies the edge-to-origin request signature. It imports no
-// Caddy package.
+// bodies and rewrites them to the public site, and strips identifying
+// headers. (The edge-to-origin request signature is package sign.) It
+// imports no Caddy package.
 package scrub
 
 import (
