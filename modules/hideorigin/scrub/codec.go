@@ -1,6 +1,7 @@
 package scrub
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -100,6 +101,10 @@ var (
 		}
 		return zr
 	}}
+	// outBuffers gather the decoder goroutine's output, so that the caller
+	// is asked to write whole chunks rather than each few hundred bytes
+	// a compressor emits.
+	outBuffers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
 	// readBuffers are the decoders' output buffers.
 	readBuffers = sync.Pool{New: func() any {
 		b := make([]byte, ChunkSize)
@@ -197,18 +202,24 @@ func NewBodyRewriter(dst io.Writer, encoding string, m *Matcher, p *Public) (*Bo
 		return nil, fmt.Errorf("%w: %q", ErrUndecodable, encoding)
 	}
 	br := &BodyRewriter{dst: dst, coding: coding, requests: make(chan request), answers: make(chan answer), done: make(chan error, 1)}
-	enc, release := newEncoder(coding, decoderWriter{br})
-	br.release = release
+	out := outBuffers.Get().(*bufio.Writer)
+	out.Reset(decoderWriter{br})
+	enc, release := newEncoder(coding, out)
+	br.release = func() {
+		release()
+		out.Reset(nil)
+		outBuffers.Put(out)
+	}
 	br.stream = NewStream(enc, m, p)
-	go func() { br.done <- br.decode(enc) }()
+	go func() { br.done <- br.decode(enc, out) }()
 	return br, nil
 }
 
 // decode runs on the decoder goroutine: it reads the origin's body through
 // the caller, rewrites it and writes the re-encoded result through the
 // caller.
-func (br *BodyRewriter) decode(enc flushWriteCloser) error {
-	src := decoderReader{br: br, enc: enc}
+func (br *BodyRewriter) decode(enc flushWriteCloser, out *bufio.Writer) error {
+	src := decoderReader{br: br, enc: enc, out: out}
 	dec, put, err := newDecoder(br.coding, src)
 	if err != nil {
 		return fmt.Errorf("decoding the origin's body: %w", err)
@@ -238,7 +249,10 @@ func (br *BodyRewriter) decode(enc flushWriteCloser) error {
 	if err := br.stream.Close(); err != nil {
 		return err
 	}
-	return enc.Close()
+	if err := enc.Close(); err != nil {
+		return err
+	}
+	return out.Flush()
 }
 
 // decoderReader is the decoder goroutine's input: each Read asks the
@@ -248,6 +262,7 @@ func (br *BodyRewriter) decode(enc flushWriteCloser) error {
 type decoderReader struct {
 	br  *BodyRewriter
 	enc flushWriteCloser
+	out *bufio.Writer
 }
 
 func (r decoderReader) Read(b []byte) (int, error) {
@@ -261,6 +276,9 @@ func (r decoderReader) Read(b []byte) (int, error) {
 			return 0, err
 		}
 		if err := r.enc.Flush(); err != nil {
+			return 0, err
+		}
+		if err := r.out.Flush(); err != nil {
 			return 0, err
 		}
 	}

@@ -326,11 +326,12 @@ type Match struct {
 	Encoded uint8
 }
 
-// separators are the scheme and port separators at each encoding level.
-var separators = [3]struct{ colon, slashes string }{
-	{":", "//"},
-	{"%3a", "%2f%2f"},
-	{"%253a", "%252f%252f"},
+// separators are the scheme and port separators at each encoding level,
+// lower case.
+var separators = [3]struct{ colon, slashes []byte }{
+	{[]byte(":"), []byte("//")},
+	{[]byte("%3a"), []byte("%2f%2f")},
+	{[]byte("%253a"), []byte("%252f%252f")},
 }
 
 func upper(c byte) byte {
@@ -455,10 +456,10 @@ func (m *Matcher) confirm(buf []byte, i, end int, kind tokenKind, lo int) (Match
 		}
 	}
 	// port
-	if kind != kindBareIPv6 {
+	if kind != kindBareIPv6 && mt.End < len(buf) && (buf[mt.End] == ':' || buf[mt.End] == '%') {
 		for level, sep := range separators {
 			j := mt.End + len(sep.colon)
-			if j > len(buf) || !equalFoldLower(buf[mt.End:j], []byte(sep.colon)) {
+			if j > len(buf) || !equalFoldLower(buf[mt.End:j], sep.colon) {
 				continue
 			}
 			d := j
@@ -473,13 +474,16 @@ func (m *Matcher) confirm(buf []byte, i, end int, kind tokenKind, lo int) (Match
 	}
 	// scheme prefix
 	for level, sep := range separators {
+		if i == 0 || buf[i-1] != '/' && buf[i-1] != 'f' && buf[i-1] != 'F' {
+			break
+		}
 		s := i - len(sep.slashes)
-		if s < lo || !equalFoldLower(buf[s:i], []byte(sep.slashes)) {
+		if s < lo || !equalFoldLower(buf[s:i], sep.slashes) {
 			continue
 		}
 		mt.Start, mt.Form, mt.Encoded = s, FormSlashes, uint8(level)
 		s -= len(sep.colon)
-		if s >= lo && equalFoldLower(buf[s:s+len(sep.colon)], []byte(sep.colon)) {
+		if s >= lo && equalFoldLower(buf[s:s+len(sep.colon)], sep.colon) {
 			for _, sc := range [...]struct {
 				name string
 				form Form
@@ -508,8 +512,16 @@ func percentBefore(buf []byte, i int) bool {
 // afterSlashes reports whether buf[i] starts the host of a URL: "//" (or
 // "%2F%2F", "%252F%252F") comes before it.
 func afterSlashes(buf []byte, i int) bool {
-	for _, sep := range separators {
-		if s := i - len(sep.slashes); s >= 0 && equalFoldLower(buf[s:i], []byte(sep.slashes)) {
+	if i < 2 {
+		return false
+	}
+	if c := buf[i-1]; c == '/' {
+		return buf[i-2] == '/'
+	} else if c != 'f' && c != 'F' {
+		return false
+	}
+	for _, sep := range separators[1:] {
+		if s := i - len(sep.slashes); s >= 0 && equalFoldLower(buf[s:i], sep.slashes) {
 			return true
 		}
 	}
@@ -729,7 +741,8 @@ func NewPublic(scheme, host, port string) Public {
 		ws = "ws"
 	}
 	for level := range separators {
-		enc := strings.NewReplacer(":", strings.ToUpper(separators[level].colon), "/", strings.ToUpper(separators[level].slashes[:len(separators[level].slashes)/2]))
+		sep := separators[level]
+		enc := strings.NewReplacer(":", strings.ToUpper(string(sep.colon)), "/", strings.ToUpper(string(sep.slashes[:len(sep.slashes)/2])))
 		p.bOrigin[level] = []byte(enc.Replace(scheme + "://" + hostport))
 		p.bWS[level] = []byte(enc.Replace(ws + "://" + hostport))
 		p.bSlashes[level] = []byte(enc.Replace("//" + hostport))
