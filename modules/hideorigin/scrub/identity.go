@@ -169,6 +169,10 @@ type Matcher struct {
 	// byte, '[' (an IPv6 literal in any spelling) and, with IPv4
 	// identities, digits (an IPv4 address in another notation after "//")
 	special [256]bool
+	// pairs[a] has bit b set when some token starts with the bytes a, b
+	// (either case): most special bytes in text are ruled out by the next
+	// byte without looking at a token
+	pairs   [256][4]uint64
 	ips     map[netip.Addr]struct{} // the IP identities, IPv4 unmapped
 	hasV4   bool
 }
@@ -256,6 +260,15 @@ func NewMatcherFromIdentities(ids []Identity) *Matcher {
 		c := t.text[0]
 		m.byFirst[c] = append(m.byFirst[c], int32(i))
 		m.special[c] = true
+		if len(t.text) > 1 {
+			for _, a := range [2]byte{c, upper(c)} {
+				for _, b := range [2]byte{t.text[1], upper(t.text[1])} {
+					m.pairs[a][b>>6] |= 1 << (b & 63)
+				}
+			}
+		} else {
+			m.pairs[c], m.pairs[upper(c)] = [4]uint64{^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0)}, [4]uint64{^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0)}
+		}
 		if u := upper(c); u != c {
 			m.byFirst[u] = append(m.byFirst[u], int32(i))
 			m.special[u] = true
@@ -396,6 +409,11 @@ func (m *Matcher) Next(buf []byte, from, limit, lo int) (Match, bool) {
 		if m.hasV4 && '0' <= c && c <= '9' && afterSlashes(buf, i) {
 			if mt, ok := m.literalIPv4(buf, i, lo); ok {
 				return mt, true
+			}
+		}
+		if i+1 < len(buf) {
+			if n := buf[i+1]; m.pairs[c][n>>6]&(1<<(n&63)) == 0 {
+				continue
 			}
 		}
 		for _, ti := range m.byFirst[c] {
