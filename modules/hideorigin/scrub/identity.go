@@ -172,9 +172,9 @@ type Matcher struct {
 	// pairs[a] has bit b set when some token starts with the bytes a, b
 	// (either case): most special bytes in text are ruled out by the next
 	// byte without looking at a token
-	pairs   [256][4]uint64
-	ips     map[netip.Addr]struct{} // the IP identities, IPv4 unmapped
-	hasV4   bool
+	pairs [256][4]uint64
+	ips   map[netip.Addr]struct{} // the IP identities, IPv4 unmapped
+	hasV4 bool
 }
 
 // lookahead is how many bytes past a token the matcher may inspect: a
