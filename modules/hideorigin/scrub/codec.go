@@ -74,6 +74,11 @@ func allDecodable(v string) bool {
 	}
 }
 
+// reencodeLevel is the gzip and deflate level of re-encoded bodies: Caddy's
+// own `encode gzip` default, so a rewritten body costs what Caddy's
+// compression of it would.
+const reencodeLevel = 5
+
 // flushWriteCloser is a compressor: gzip, flate and zstd writers are.
 type flushWriteCloser interface {
 	io.WriteCloser
@@ -81,9 +86,12 @@ type flushWriteCloser interface {
 }
 
 var (
-	gzipWriters  = sync.Pool{New: func() any { return gzip.NewWriter(nil) }}
+	gzipWriters = sync.Pool{New: func() any {
+		gw, _ := gzip.NewWriterLevel(nil, reencodeLevel) // a constant, valid level
+		return gw
+	}}
 	flateWriters = sync.Pool{New: func() any {
-		fw, _ := flate.NewWriter(nil, flate.DefaultCompression) // a constant, valid level
+		fw, _ := flate.NewWriter(nil, reencodeLevel)
 		return fw
 	}}
 	zstdWriters = sync.Pool{New: func() any {
