@@ -10,9 +10,6 @@
 #   ROUNDS=20 DURATION=5s integration/bench/hideorigin.sh
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/hideorigin_lib.sh"
-need wrk wrk
-need bc bc
-need curl curl
 ROUNDS=${ROUNDS:-10}
 build_caddy
 

@@ -3,6 +3,9 @@
 # Content-Encoding), Caddy proxies pinned to one core with GOMAXPROCS=1,
 # and alternating wrk runs that measure each proxy's CPU time per request
 # from /proc.
+need wrk wrk
+need bc bc
+need curl curl
 need nginx nginx-light
 need taskset util-linux
 need gzip gzip

@@ -16,9 +16,6 @@
 #   ROUNDS=6 DURATION=4s integration/bench/hideorigin_matrix.sh
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/hideorigin_lib.sh"
-need wrk wrk
-need bc bc
-need curl curl
 ROUNDS=${ROUNDS:-4}
 build_caddy
 

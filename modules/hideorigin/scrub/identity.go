@@ -168,7 +168,7 @@ type Matcher struct {
 	// special marks the bytes where a match can start: a token's first
 	// byte, '[' (an IPv6 literal in any spelling) and, with IPv4
 	// identities, digits (an IPv4 address in another notation after "//")
-	special [256]bool
+	special [256]uint8
 	// pairs[a] has bit b set when some token starts with the bytes a, b
 	// (either case): most special bytes in text are ruled out by the next
 	// byte without looking at a token
@@ -244,12 +244,12 @@ func NewMatcherFromIdentities(ids []Identity) *Matcher {
 			m.ips = map[netip.Addr]struct{}{}
 		}
 		m.ips[id.IP] = struct{}{}
-		m.special['['] = true
+		m.special['['] = 1
 		m.maxTok = max(m.maxTok, maxLiteral)
 		if id.IP.Is4() {
 			m.hasV4 = true
 			for c := '0'; c <= '9'; c++ {
-				m.special[c] = true
+				m.special[c] = 1
 			}
 		}
 	}
@@ -259,7 +259,7 @@ func NewMatcherFromIdentities(ids []Identity) *Matcher {
 		}
 		c := t.text[0]
 		m.byFirst[c] = append(m.byFirst[c], int32(i))
-		m.special[c] = true
+		m.special[c] = 1
 		if len(t.text) > 1 {
 			for _, a := range [2]byte{c, upper(c)} {
 				for _, b := range [2]byte{t.text[1], upper(t.text[1])} {
@@ -271,7 +271,7 @@ func NewMatcherFromIdentities(ids []Identity) *Matcher {
 		}
 		if u := upper(c); u != c {
 			m.byFirst[u] = append(m.byFirst[u], int32(i))
-			m.special[u] = true
+			m.special[u] = 1
 		}
 	}
 	for c := range m.byFirst {
@@ -396,35 +396,52 @@ func (m *Matcher) Next(buf []byte, from, limit, lo int) (Match, bool) {
 	if limit > len(buf) {
 		limit = len(buf)
 	}
-	for i := from; i < limit; i++ {
-		c := buf[i]
-		if !m.special[c] {
+	sp := &m.special
+	for i := from; i < limit; {
+		// eight bytes at a time while none of them can start a match
+		if i+8 <= limit {
+			w := buf[i : i+8 : i+8]
+			if sp[w[0]]|sp[w[1]]|sp[w[2]]|sp[w[3]]|sp[w[4]]|sp[w[5]]|sp[w[6]]|sp[w[7]] == 0 {
+				i += 8
+				continue
+			}
+		}
+		if sp[buf[i]] != 0 {
+			if mt, ok := m.matchAt(buf, i, lo); ok {
+				return mt, true
+			}
+		}
+		i++
+	}
+	return Match{}, false
+}
+
+// matchAt tries every way a match can start at buf[i], a special byte.
+func (m *Matcher) matchAt(buf []byte, i, lo int) (Match, bool) {
+	c := buf[i]
+	if c == '[' && m.ips != nil {
+		if mt, ok := m.literalIPv6(buf, i, lo); ok {
+			return mt, true
+		}
+	}
+	if m.hasV4 && '0' <= c && c <= '9' && afterSlashes(buf, i) {
+		if mt, ok := m.literalIPv4(buf, i, lo); ok {
+			return mt, true
+		}
+	}
+	if i+1 < len(buf) {
+		if n := buf[i+1]; m.pairs[c][n>>6]&(1<<(n&63)) == 0 {
+			return Match{}, false
+		}
+	}
+	for _, ti := range m.byFirst[c] {
+		t := &m.tokens[ti]
+		end := i + len(t.text)
+		if end > len(buf) || !equalFoldLower(buf[i:end], t.text) {
 			continue
 		}
-		if c == '[' && m.ips != nil {
-			if mt, ok := m.literalIPv6(buf, i, lo); ok {
-				return mt, true
-			}
-		}
-		if m.hasV4 && '0' <= c && c <= '9' && afterSlashes(buf, i) {
-			if mt, ok := m.literalIPv4(buf, i, lo); ok {
-				return mt, true
-			}
-		}
-		if i+1 < len(buf) {
-			if n := buf[i+1]; m.pairs[c][n>>6]&(1<<(n&63)) == 0 {
-				continue
-			}
-		}
-		for _, ti := range m.byFirst[c] {
-			t := &m.tokens[ti]
-			end := i + len(t.text)
-			if end > len(buf) || !equalFoldLower(buf[i:end], t.text) {
-				continue
-			}
-			if mt, ok := m.confirm(buf, i, end, t.kind, lo); ok {
-				return mt, true
-			}
+		if mt, ok := m.confirm(buf, i, end, t.kind, lo); ok {
+			return mt, true
 		}
 	}
 	return Match{}, false
