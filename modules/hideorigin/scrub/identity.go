@@ -167,7 +167,8 @@ type Matcher struct {
 	exact   map[string]struct{}
 	// special marks the bytes where a match can start: a token's first
 	// byte, '[' (an IPv6 literal in any spelling) and, with IPv4
-	// identities, digits (an IPv4 address in another notation after "//")
+	// identities, '/' and '%' (an IPv4 address in another notation after
+	// "//" or its encodings)
 	special [256]uint8
 	// pairs[a] has bit b set when some token starts with the bytes a, b
 	// (either case): most special bytes in text are ruled out by the next
@@ -246,11 +247,14 @@ func NewMatcherFromIdentities(ids []Identity) *Matcher {
 		m.ips[id.IP] = struct{}{}
 		m.special['['] = 1
 		m.maxTok = max(m.maxTok, maxLiteral)
-		if id.IP.Is4() {
+		if id.IP.Is4() && !m.hasV4 {
+			// other notations are looked for behind "//", "%2F%2F" and
+			// "%252F%252F", up to a literal's length ahead
 			m.hasV4 = true
-			for c := '0'; c <= '9'; c++ {
-				m.special[c] = 1
-			}
+			m.maxTok = max(m.maxTok, maxLiteral+len(separators[2].slashes))
+			m.special['/'], m.special['%'] = 1, 1
+			m.pairs['/']['/'>>6] |= 1 << ('/' & 63)
+			m.pairs['%']['2'>>6] |= 1 << ('2' & 63)
 		}
 	}
 	for i, t := range m.tokens {
@@ -424,9 +428,11 @@ func (m *Matcher) matchAt(buf []byte, i, lo int) (Match, bool) {
 			return mt, true
 		}
 	}
-	if m.hasV4 && '0' <= c && c <= '9' && afterSlashes(buf, i) {
-		if mt, ok := m.literalIPv4(buf, i, lo); ok {
-			return mt, true
+	if m.hasV4 && (c == '/' || c == '%') {
+		if j := slashesEnd(buf, i); j > 0 && j < len(buf) && '0' <= buf[j] && buf[j] <= '9' {
+			if mt, ok := m.literalIPv4(buf, j, lo); ok {
+				return mt, true
+			}
 		}
 	}
 	if i+1 < len(buf) {
@@ -544,23 +550,15 @@ func percentBefore(buf []byte, i int) bool {
 	return buf[i-3] == '%' || i >= 5 && buf[i-5] == '%' && buf[i-4] == '2' && buf[i-3] == '5' // "%2F", "%252F"
 }
 
-// afterSlashes reports whether buf[i] starts the host of a URL: "//" (or
-// "%2F%2F", "%252F%252F") comes before it.
-func afterSlashes(buf []byte, i int) bool {
-	if i < 2 {
-		return false
-	}
-	if c := buf[i-1]; c == '/' {
-		return buf[i-2] == '/'
-	} else if c != 'f' && c != 'F' {
-		return false
-	}
-	for _, sep := range separators[1:] {
-		if s := i - len(sep.slashes); s >= 0 && equalFoldLower(buf[s:i], sep.slashes) {
-			return true
+// slashesEnd returns the index after the "//" (or "%2F%2F", "%252F%252F")
+// that starts at buf[i], or -1.
+func slashesEnd(buf []byte, i int) int {
+	for _, sep := range separators {
+		if e := i + len(sep.slashes); e <= len(buf) && equalFoldLower(buf[i:e], sep.slashes) {
+			return e
 		}
 	}
-	return false
+	return -1
 }
 
 // literalIPv6 matches an IPv6 literal in brackets at buf[i] in any
