@@ -20,7 +20,7 @@ func init() {
 }
 
 func parseHideOrigin(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	m := new(hideorigin.HideOrigin)
+	m := new(hideorigin.Handler)
 	err := m.UnmarshalCaddyfile(h.Dispenser)
 	return m, err
 }

@@ -24,7 +24,7 @@ import (
 	_ "github.com/rampart-edge/caddy-rampart/caddyfile"
 	"github.com/rampart-edge/caddy-rampart/integration/harness"
 	"github.com/rampart-edge/caddy-rampart/modules/hideorigin/audit"
-	"github.com/rampart-edge/caddy-rampart/modules/hideorigin/scrub"
+	"github.com/rampart-edge/caddy-rampart/modules/hideorigin/sign"
 )
 
 const edgeKey = "integration-edge-key-0123456789"
@@ -82,7 +82,7 @@ https://localhost:%[7]s {
 %[1]s {
 	tls %[2]s %[3]s
 	hide_origin {
-		origin origin.internal [fd00::10]:8443
+		origin origin.internal [fd00::10]:8443 10.0.0.10:8080
 		sign %[8]s
 	}
 	reverse_proxy %[4]s
@@ -122,8 +122,8 @@ func (s *setup) auditConfig(t *testing.T) audit.Config {
 	return audit.Config{
 		Site:        s.edge,
 		Origins:     origins,
-		OriginHosts: []string{"origin.internal", "[fd00::10]:8443"},
-		Paths:       []string{"/gz", "/zst", "/chunked", "/api/data", "/doc.txt"},
+		OriginHosts: []string{"origin.internal", "[fd00::10]:8443", "10.0.0.10:8080"},
+		Paths:       append([]string{"/gz", "/zst", "/chunked", "/api/data", "/doc.txt"}, evasionPaths...),
 		Timeout:     5 * time.Second,
 	}
 }
@@ -156,6 +156,18 @@ var leakKinds = []struct{ place, name string }{
 	{"certificate", "san_dns"},
 	{"bypass", "direct_access"},
 	{"origin_certificate", "sni localhost"},
+}
+
+// evasionPaths serve the origin's identity wrapped or spelled to slip
+// past a scrubber: the leaky setup must show each, the hidden one none.
+var evasionPaths = []string{"/ev/two-codings", "/ev/encoded", "/ev/script.js", "/ev/page.xhtml", "/ev/logo.svg", "/ev/feed.xml",
+	"/ev/ld.json", "/ev/problem.json", "/ev/untyped", "/ev/decimal", "/ev/octal", "/ev/hex", "/ev/mapped", "/ev/ipv6", "/ev/trailing-dot"}
+
+func init() {
+	for _, p := range evasionPaths {
+		leakKinds = append(leakKinds, struct{ place, name string }{"body", p + " "})
+	}
+	leakKinds = append(leakKinds, struct{ place, name string }{"redirect", "/ev/encoded"})
 }
 
 func hasFinding(r *audit.Report, place, name string) bool {
@@ -380,7 +392,7 @@ func testUpgrade(t *testing.T, s *setup) {
 
 func TestOriginLock(t *testing.T) {
 	s := start(t, true)
-	key, _ := scrub.NewKey(edgeKey)
+	key, _ := sign.NewKey(edgeKey)
 	direct := "http://" + s.origin
 	// direct: refused
 	if resp, _ := get(t, direct+"/", nil); resp.StatusCode != http.StatusForbidden {
@@ -390,31 +402,31 @@ func TestOriginLock(t *testing.T) {
 	if resp, _ := get(t, s.edge+"/api/data", nil); resp.StatusCode != http.StatusOK {
 		t.Errorf("through the edge: %d", resp.StatusCode)
 	}
-	sign := func(at time.Time, uri string) string {
-		return key.Sign(scrub.Signed{Method: "GET", Host: "localhost", URI: uri, ClientIP: netip.MustParseAddr("203.0.113.9"), Time: at})
+	signAt := func(at time.Time, uri string) string {
+		return key.Sign(sign.Signed{Method: "GET", Host: "localhost", URI: uri, ClientIP: netip.MustParseAddr("203.0.113.9"), Time: at})
 	}
 	// a valid signature made here: accepted, and the signed client IP is
 	// what the application sees first
-	h := sign(time.Now(), "/echo-xff")
-	resp, body := get(t, direct+"/echo-xff", map[string]string{"Host": "localhost", scrub.SignatureHeader: h})
+	h := signAt(time.Now(), "/echo-xff")
+	resp, body := get(t, direct+"/echo-xff", map[string]string{"Host": "localhost", sign.Header: h})
 	if resp.StatusCode != 200 || body != "xff=203.0.113.9, 127.0.0.1 sig=" {
 		t.Errorf("signed request: %d %q", resp.StatusCode, body)
 	}
 	// the same header again: a replay
-	if resp, _ := get(t, direct+"/echo-xff", map[string]string{"Host": "localhost", scrub.SignatureHeader: h}); resp.StatusCode != http.StatusForbidden {
+	if resp, _ := get(t, direct+"/echo-xff", map[string]string{"Host": "localhost", sign.Header: h}); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("replayed signature: %d", resp.StatusCode)
 	}
 	// stale, wrong path, wrong host, unknown key
-	other, _ := scrub.NewKey("another-key-that-is-long-enough")
+	other, _ := sign.NewKey("another-key-that-is-long-enough")
 	for name, c := range map[string]struct{ host, uri, header string }{
-		"stale":       {"localhost", "/echo-xff", sign(time.Now().Add(-time.Minute), "/echo-xff")},
-		"future":      {"localhost", "/echo-xff", sign(time.Now().Add(time.Minute), "/echo-xff")},
-		"other path":  {"localhost", "/api/data", sign(time.Now(), "/echo-xff")},
-		"other host":  {"evil.example", "/echo-xff", sign(time.Now(), "/echo-xff")},
-		"unknown key": {"localhost", "/echo-xff", other.Sign(scrub.Signed{Method: "GET", Host: "localhost", URI: "/echo-xff", ClientIP: netip.MustParseAddr("203.0.113.9"), Time: time.Now()})},
+		"stale":       {"localhost", "/echo-xff", signAt(time.Now().Add(-time.Minute), "/echo-xff")},
+		"future":      {"localhost", "/echo-xff", signAt(time.Now().Add(time.Minute), "/echo-xff")},
+		"other path":  {"localhost", "/api/data", signAt(time.Now(), "/echo-xff")},
+		"other host":  {"evil.example", "/echo-xff", signAt(time.Now(), "/echo-xff")},
+		"unknown key": {"localhost", "/echo-xff", other.Sign(sign.Signed{Method: "GET", Host: "localhost", URI: "/echo-xff", ClientIP: netip.MustParseAddr("203.0.113.9"), Time: time.Now()})},
 		"garbage":     {"localhost", "/echo-xff", "v=1;kid=nothex"},
 	} {
-		if resp, _ := get(t, direct+c.uri, map[string]string{"Host": c.host, scrub.SignatureHeader: c.header}); resp.StatusCode != http.StatusForbidden {
+		if resp, _ := get(t, direct+c.uri, map[string]string{"Host": c.host, sign.Header: c.header}); resp.StatusCode != http.StatusForbidden {
 			t.Errorf("%s signature: %d", name, resp.StatusCode)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -127,6 +128,45 @@ func (o *leakyOrigin) mux() http.Handler {
 		w.Header().Set("Content-Encoding", "br")
 		w.Write([]byte{0x1b, 0x2a, 0x00, 0xf8, 0x8d, 0x94, 0x6e, 0xde}) // not decodable by the edge
 	})
+	// evasions: the origin's identity wrapped or spelled so that a naive
+	// scrubber misses it
+	mux.HandleFunc("/ev/two-codings", func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Content-Encoding"] = []string{"identity", "gzip"}
+		w.Header().Set("Content-Type", "text/html")
+		zw := gzip.NewWriter(w)
+		fmt.Fprintf(zw, `<a href="%s/">home</a>`, o.base)
+		zw.Close()
+	})
+	mux.HandleFunc("/ev/encoded", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Location", "/login?next="+url.QueryEscape(o.base+"/admin"))
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusFound)
+		fmt.Fprintf(w, `{"next":%q}`, url.QueryEscape(url.QueryEscape(o.base+"/admin")))
+	})
+	evasionBodies := map[string]struct{ contentType, body string }{
+		"/ev/script.js":    {"text/javascript", `fetch("` + o.base + `/api")`},
+		"/ev/page.xhtml":   {"application/xhtml+xml", `<html><a href="//origin.internal/">x</a></html>`},
+		"/ev/logo.svg":     {"image/svg+xml", `<svg><a href="` + o.base + `/"/></svg>`},
+		"/ev/feed.xml":     {"text/xml", `<feed><link>` + o.base + `/feed</link></feed>`},
+		"/ev/ld.json":      {"application/ld+json", `{"@id":"` + o.base + `/thing"}`},
+		"/ev/problem.json": {"application/problem+json", `{"instance":"` + o.base + `/orders/1"}`},
+		"/ev/untyped":      {"", `<!doctype html><a href="` + o.base + `/">untyped</a>`},
+		"/ev/decimal":      {"text/html", `<a href="http://167772170:8080/">decimal</a>`},
+		"/ev/octal":        {"text/html", `<a href="http://012.0.0.012:8080/">octal</a>`},
+		"/ev/hex":          {"text/html", `<a href="http://0x0a00000a:8080/">hex</a>`},
+		"/ev/mapped":       {"text/html", `<a href="http://[::ffff:a00:a]:8080/">mapped</a> <a href="http://[::ffff:10.0.0.10]:8080/">mapped</a>`},
+		"/ev/ipv6":         {"text/html", `<a href="http://[fd00:0::10]:8443/">ipv6</a>`},
+		"/ev/trailing-dot": {"text/html", `<a href="http://origin.internal./x">dot</a>`},
+	}
+	for path, e := range evasionBodies {
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header()["Content-Type"] = nil // no sniffing by net/http either
+			if e.contentType != "" {
+				w.Header().Set("Content-Type", e.contentType)
+			}
+			fmt.Fprint(w, e.body)
+		})
+	}
 	mux.HandleFunc("/mention", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html")
 		fmt.Fprintf(w, `<a href="http://%s/">the other backend</a>`, r.URL.Query().Get("addr"))

@@ -23,11 +23,11 @@ func TestUnmarshalHideOrigin(t *testing.T) {
 		sign {env.KEY}
 		no_auto_upstreams
 	}`)
-	var h HideOrigin
+	var h Handler
 	if err := h.UnmarshalCaddyfile(d); err != nil {
 		t.Fatal(err)
 	}
-	want := HideOrigin{Origins: []string{"10.0.0.10:8080", "origin.internal", "[fd00::1]:80"}, Public: "https://{host}",
+	want := Handler{Origins: []string{"10.0.0.10:8080", "origin.internal", "[fd00::1]:80"}, Public: "https://{host}",
 		Strip: []string{"X-Debug-Token"}, Keep: []string{"X-Served-By"}, Body: []string{"text/html", "application/json"},
 		Errors: "passthrough", Sign: "{env.KEY}", NoAutoUpstreams: true}
 	if !reflect.DeepEqual(h, want) {
@@ -77,7 +77,7 @@ func FuzzUnmarshalCaddyfile(f *testing.F) {
 			_ = l.UnmarshalCaddyfile(d)
 			return
 		}
-		var h HideOrigin
+		var h Handler
 		_ = h.UnmarshalCaddyfile(d)
 	})
 }
@@ -95,7 +95,7 @@ func TestProvisionKeysFromEnvironment(t *testing.T) {
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
 	t.Setenv("HO_TEST_KEY", "a-key-from-the-environment")
-	h := &HideOrigin{Sign: "{env.HO_TEST_KEY}"}
+	h := &Handler{Sign: "{env.HO_TEST_KEY}"}
 	if err := h.Provision(ctx); err != nil || h.key == nil {
 		t.Fatalf("sign from env: %v", err)
 	}
@@ -104,7 +104,7 @@ func TestProvisionKeysFromEnvironment(t *testing.T) {
 		t.Fatalf("origin_lock key from env: %v", err)
 	}
 	defer l.Cleanup()
-	h2 := &HideOrigin{Sign: "{env.HO_TEST_UNSET_KEY}"}
+	h2 := &Handler{Sign: "{env.HO_TEST_UNSET_KEY}"}
 	if err := h2.Provision(ctx); err == nil || !strings.Contains(err.Error(), "{env.HO_TEST_UNSET_KEY}") {
 		t.Fatalf("unset env key: %v", err)
 	}

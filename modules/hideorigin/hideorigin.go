@@ -8,7 +8,6 @@ package hideorigin
 
 import (
 	"fmt"
-	"mime"
 	"net"
 	"net/http"
 	"net/netip"
@@ -21,22 +20,25 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/rampart-edge/caddy-rampart/internal/metrics"
+	"github.com/rampart-edge/caddy-rampart/internal/netaddr"
 	"github.com/rampart-edge/caddy-rampart/modules/hideorigin/scrub"
+	"github.com/rampart-edge/caddy-rampart/modules/hideorigin/sign"
 )
 
 func init() {
-	caddy.RegisterModule(HideOrigin{})
+	caddy.RegisterModule(Handler{})
 	caddy.RegisterModule(OriginLock{})
 }
 
-// HideOrigin is the edge-side handler: it removes identifying response
+// Handler is hide_origin, the edge-side handler: it removes identifying response
 // headers, rewrites every origin identity (addresses, host names, URLs) in
 // response headers and text bodies to the public site, replaces 5xx bodies
 // with a generic page, keeps client-supplied forwarding headers from the
 // origin, and can sign each request for the origin's origin_lock.
 //
 // Place it before reverse_proxy (the Caddyfile directive order does this).
-type HideOrigin struct {
+type Handler struct {
 	// Origins are the identities to hide: IPv4 or IPv6 addresses, host
 	// names, with or without a port, or URLs. The upstreams of reverse_proxy
 	// handlers in the same route list are added automatically (see
@@ -56,8 +58,12 @@ type HideOrigin struct {
 	// Keep takes response header names off the strip list.
 	Keep []string `json:"keep,omitempty"`
 
-	// Body lists the media types whose bodies are rewritten ("text/*" style
-	// wildcards allowed). Default: scrub.DefaultBodyTypes.
+	// Body lists the media types whose bodies are rewritten: exact types,
+	// "type/*" wildcards and "*/*+suffix" structured-syntax suffixes.
+	// Default: scrub.DefaultBodyTypes, every textual type (text/*, */*+xml,
+	// */*+json, JavaScript, JSON, XML). An untyped body is rewritten when
+	// its first 512 bytes sniff (http.DetectContentType, as browsers do) as
+	// one of these types.
 	Body []string `json:"body,omitempty"`
 
 	// BodyOff disables body rewriting.
@@ -81,7 +87,7 @@ type HideOrigin struct {
 	strip     *scrub.HeaderScrubber
 	bodyTypes []string
 	generic   bool
-	key       *scrub.Key
+	key       *sign.Key
 	public    *scrub.Public // set when Public has no placeholders
 	// publics caches the default Public per Host header, for http and
 	// https; bounded by maxPublics because Host is chosen by clients.
@@ -117,17 +123,19 @@ const maxLearned = 256
 const smallBody = 64 << 10
 
 // CaddyModule returns the Caddy module information.
-func (HideOrigin) CaddyModule() caddy.ModuleInfo {
+func (Handler) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
 		ID:  "http.handlers.hide_origin",
-		New: func() caddy.Module { return new(HideOrigin) },
+		New: func() caddy.Module { return new(Handler) },
 	}
 }
 
 // Provision builds the matcher, the strip list and the signing key.
-func (h *HideOrigin) Provision(ctx caddy.Context) error {
+func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	registerMetrics(ctx)
+	if err := metrics.Register(ctx, metricRewrites, metricActions, metricLock); err != nil {
+		return fmt.Errorf("hide_origin: metrics: %v", err)
+	}
 	repl := caddy.NewReplacer()
 	var ids []string
 	for _, o := range h.Origins {
@@ -159,8 +167,8 @@ func (h *HideOrigin) Provision(ctx caddy.Context) error {
 			h.bodyTypes = scrub.DefaultBodyTypes
 		}
 		for _, t := range h.bodyTypes {
-			if !strings.Contains(t, "/") || strings.ContainsAny(t, " ;,") {
-				return fmt.Errorf("hide_origin: body: %q is not a media type", t)
+			if !scrub.ValidMediaPattern(t) {
+				return fmt.Errorf("hide_origin: body: %q is not a media type, type/* or */*+suffix", t)
 			}
 		}
 	}
@@ -170,7 +178,7 @@ func (h *HideOrigin) Provision(ctx caddy.Context) error {
 		h.generic = true
 	case "passthrough":
 	default:
-		return fmt.Errorf("hide_origin: errors: %q is not generic or passthrough", h.Errors)
+		return fmt.Errorf("hide_origin: errors %q is not generic or passthrough", h.Errors)
 	}
 
 	if h.Public != "" && !strings.Contains(h.Public, "{") {
@@ -186,7 +194,7 @@ func (h *HideOrigin) Provision(ctx caddy.Context) error {
 		if strings.Contains(secret, "{") || secret == "" {
 			return fmt.Errorf("hide_origin: sign: the key %q is empty or has an unknown placeholder", redact(h.Sign))
 		}
-		k, err := scrub.NewKey(secret)
+		k, err := sign.NewKey(secret)
 		if err != nil {
 			return fmt.Errorf("hide_origin: sign: %v", err)
 		}
@@ -204,7 +212,7 @@ func redact(s string) string {
 }
 
 // learn adds an upstream that answered to the identities.
-func (h *HideOrigin) learn(hostport string) *scrub.Matcher {
+func (h *Handler) learn(hostport string) *scrub.Matcher {
 	st := h.ids
 	m := st.matcher.Load()
 	if hostport == "" || h.NoAutoUpstreams {
@@ -236,7 +244,7 @@ func (h *HideOrigin) learn(hostport string) *scrub.Matcher {
 }
 
 // publicFor returns what identities become for this request.
-func (h *HideOrigin) publicFor(r *http.Request, repl *caddy.Replacer) (*scrub.Public, error) {
+func (h *Handler) publicFor(r *http.Request, repl *caddy.Replacer) (*scrub.Public, error) {
 	if h.public != nil {
 		return h.public, nil
 	}
@@ -277,7 +285,7 @@ func (h *HideOrigin) publicFor(r *http.Request, repl *caddy.Replacer) (*scrub.Pu
 
 // ServeHTTP scrubs the request towards the origin and the response towards
 // the client.
-func (h *HideOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	h.prepareRequest(r)
 	pub, err := h.publicFor(r, repl)
@@ -289,12 +297,9 @@ func (h *HideOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		before = w.Header().Clone() // a range refetch starts again from these
 	}
 	sw := h.newWriter(w, r, repl, pub)
-	defer func() {
-		// reverse_proxy aborts a broken stream with a panic: stop the decoder
-		if sw.body != nil {
-			sw.body.Abort(http.ErrAbortHandler)
-		}
-	}()
+	// on every exit path, panics included (reverse_proxy aborts a broken
+	// stream with one): the decoder stops and the buffers go back
+	defer func() { sw.release() }()
 	err = next.ServeHTTP(sw, r)
 	if err == nil && sw.retryRange {
 		// a partial text body cannot be rewritten with the right offsets:
@@ -310,6 +315,7 @@ func (h *HideOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 			hdr[k] = v
 		}
 		h.prepareRequest(r) // a fresh signature: the first one was used
+		sw.release()
 		sw = h.newWriter(w, r, repl, pub)
 		sw.retried = true
 		err = next.ServeHTTP(sw, r)
@@ -334,12 +340,12 @@ func (h *HideOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 
 // prepareRequest removes what a client must not pass to the origin and
 // signs the request.
-func (h *HideOrigin) prepareRequest(r *http.Request) {
+func (h *Handler) prepareRequest(r *http.Request) {
 	trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool)
 	if !trusted {
 		requestScrubber.Scrub(r.Header)
 	}
-	delete(r.Header, scrub.SignatureHeader)
+	delete(r.Header, sign.Header)
 	if len(h.bodyTypes) > 0 {
 		if ae := r.Header["Accept-Encoding"]; len(ae) == 1 {
 			if f := scrub.FilterAcceptEncoding(ae[0]); f != ae[0] {
@@ -350,7 +356,7 @@ func (h *HideOrigin) prepareRequest(r *http.Request) {
 		}
 	}
 	if h.key != nil {
-		r.Header.Set(scrub.SignatureHeader, h.key.Sign(scrub.Signed{
+		r.Header.Set(sign.Header, h.key.Sign(sign.Signed{
 			Method:   r.Method,
 			Host:     r.Host,
 			URI:      r.URL.RequestURI(),
@@ -363,27 +369,24 @@ func (h *HideOrigin) prepareRequest(r *http.Request) {
 // clientIP is the client address Caddy determined (trusted_proxies aware).
 func clientIP(r *http.Request) netip.Addr {
 	s, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
-	if ip, err := netip.ParseAddr(s); err == nil {
-		return ip.WithZone("").Unmap()
+	ip, ok := netaddr.HostIP(s)
+	if !ok {
+		ip, ok = netaddr.HostIP(r.RemoteAddr)
 	}
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap.Addr().WithZone("").Unmap()
+	if !ok {
+		return netip.IPv4Unspecified()
 	}
-	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		if ip, err := netip.ParseAddr(host); err == nil {
-			return ip.WithZone("").Unmap()
-		}
-	}
-	return netip.IPv4Unspecified()
+	return ip.WithZone("")
 }
 
+// requestID is the request's id, as in Caddy's logs.
 func requestID(repl *caddy.Replacer) string {
 	id, _ := repl.GetString("http.request.uuid")
 	return id
 }
 
 // writeGeneric answers with the plain error page.
-func (h *HideOrigin) writeGeneric(w http.ResponseWriter, status int, repl *caddy.Replacer) {
+func (h *Handler) writeGeneric(w http.ResponseWriter, status int, repl *caddy.Replacer) {
 	hdr := w.Header()
 	for k := range hdr {
 		switch k {
@@ -402,24 +405,12 @@ func (h *HideOrigin) writeGeneric(w http.ResponseWriter, status int, repl *caddy
 }
 
 // rewritable reports whether a Content-Type is in the body list.
-func (h *HideOrigin) rewritable(contentType string) bool {
-	if len(h.bodyTypes) == 0 || contentType == "" {
-		return false
-	}
-	mt, _, err := mime.ParseMediaType(contentType)
-	if err != nil {
-		mt = strings.ToLower(strings.TrimSpace(strings.Split(contentType, ";")[0]))
-	}
-	for _, t := range h.bodyTypes {
-		if t == mt || strings.HasSuffix(t, "/*") && strings.HasPrefix(mt, t[:len(t)-1]) {
-			return true
-		}
-	}
-	return false
+func (h *Handler) rewritable(contentType string) bool {
+	return len(h.bodyTypes) > 0 && scrub.MatchMediaType(h.bodyTypes, contentType)
 }
 
 // Interface guards
 var (
-	_ caddy.Provisioner           = (*HideOrigin)(nil)
-	_ caddyhttp.MiddlewareHandler = (*HideOrigin)(nil)
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )

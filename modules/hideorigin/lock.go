@@ -3,7 +3,6 @@ package hideorigin
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
 	"sort"
@@ -14,7 +13,9 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
-	"github.com/rampart-edge/caddy-rampart/modules/hideorigin/scrub"
+	"github.com/rampart-edge/caddy-rampart/internal/metrics"
+	"github.com/rampart-edge/caddy-rampart/internal/netaddr"
+	"github.com/rampart-edge/caddy-rampart/modules/hideorigin/sign"
 )
 
 // OriginLock is the origin-side handler: it lets a request through only with
@@ -43,8 +44,10 @@ type OriginLock struct {
 	// signature.
 	Allow []string `json:"allow,omitempty"`
 
-	// Deny is what a refused request gets: "403" (default) or "close" (the
-	// connection is closed, or the HTTP/2 stream reset, without a response).
+	// Deny is what a refused request gets: "403" (default: an HTTP 403
+	// error that the site's handle_errors routes can answer; without them
+	// Caddy answers an empty 403) or "close" (the connection is closed, or
+	// the HTTP/2 stream reset, without a response).
 	Deny string `json:"deny,omitempty"`
 
 	// ReplayCache bounds how many nonces each of the replay cache's two
@@ -52,7 +55,7 @@ type OriginLock struct {
 	// full, new requests are refused rather than fresh nonces forgotten.
 	ReplayCache int `json:"replay_cache,omitempty"`
 
-	verifier *scrub.Verifier
+	verifier *sign.Verifier
 	allow    []netip.Prefix
 	close    bool
 	poolKey  string
@@ -66,7 +69,7 @@ const defaultReplayCache = 1 << 18
 // reopen a replay window.
 var replayPool = caddy.NewUsagePool()
 
-type replayHolder struct{ *scrub.ReplayCache }
+type replayHolder struct{ *sign.ReplayCache }
 
 func (replayHolder) Destruct() error { return nil }
 
@@ -81,19 +84,21 @@ func (OriginLock) CaddyModule() caddy.ModuleInfo {
 // Provision parses keys and CIDRs and gets the replay cache.
 func (l *OriginLock) Provision(ctx caddy.Context) error {
 	l.logger = ctx.Logger()
-	registerMetrics(ctx)
+	if err := metrics.Register(ctx, metricRewrites, metricActions, metricLock); err != nil {
+		return fmt.Errorf("origin_lock: metrics: %v", err)
+	}
 	if len(l.Keys) == 0 {
 		return errors.New("origin_lock: at least one key is required")
 	}
 	repl := caddy.NewReplacer()
-	var keys []scrub.Key
+	var keys []sign.Key
 	var ids []string
 	for _, raw := range l.Keys {
 		secret := repl.ReplaceKnown(raw, "")
 		if secret == "" || strings.Contains(secret, "{") {
 			return fmt.Errorf("origin_lock: key %s is empty or has an unknown placeholder", redact(raw))
 		}
-		k, err := scrub.NewKey(secret)
+		k, err := sign.NewKey(secret)
 		if err != nil {
 			return fmt.Errorf("origin_lock: key %s: %v", redact(raw), err)
 		}
@@ -114,13 +119,11 @@ func (l *OriginLock) Provision(ctx caddy.Context) error {
 	if capacity < 0 {
 		return fmt.Errorf("origin_lock: replay_cache %d is negative", capacity)
 	}
-	for _, a := range l.Allow {
-		p, err := parsePrefix(a)
-		if err != nil {
-			return fmt.Errorf("origin_lock: allow %q: %v", a, err)
-		}
-		l.allow = append(l.allow, p)
+	allow, err := netaddr.ParsePrefixes(l.Allow)
+	if err != nil {
+		return fmt.Errorf("origin_lock: allow: %v", err)
 	}
+	l.allow = allow
 	switch l.Deny {
 	case "", "403":
 	case "close":
@@ -131,12 +134,12 @@ func (l *OriginLock) Provision(ctx caddy.Context) error {
 	sort.Strings(ids)
 	l.poolKey = fmt.Sprintf("origin_lock/%s/%s/%d", strings.Join(ids, ","), skew, capacity)
 	val, _, err := replayPool.LoadOrNew(l.poolKey, func() (caddy.Destructor, error) {
-		return replayHolder{scrub.NewReplayCache(2*skew, capacity)}, nil
+		return replayHolder{sign.NewReplayCache(2*skew, capacity)}, nil
 	})
 	if err != nil {
 		return err
 	}
-	v, err := scrub.NewVerifier(keys, skew, val.(replayHolder).ReplayCache)
+	v, err := sign.NewVerifier(keys, skew, val.(replayHolder).ReplayCache)
 	if err != nil {
 		return fmt.Errorf("origin_lock: %v", err)
 	}
@@ -152,27 +155,15 @@ func (l *OriginLock) Cleanup() error {
 	return nil
 }
 
-func parsePrefix(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		return p.Masked(), err
-	}
-	ip, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	return netip.PrefixFrom(ip, ip.BitLen()), nil
-}
-
 // lockResult maps a verification error to the metric's result label.
 func lockResult(err error) string {
 	for _, c := range []struct {
 		err   error
 		label string
 	}{
-		{scrub.ErrMissing, "missing"}, {scrub.ErrMalformed, "malformed"}, {scrub.ErrUnknownKey, "unknown_key"},
-		{scrub.ErrBadSignature, "bad_signature"}, {scrub.ErrStale, "stale"}, {scrub.ErrReplay, "replay"},
-		{scrub.ErrCacheFull, "cache_full"},
+		{sign.ErrMissing, "missing"}, {sign.ErrMalformed, "malformed"}, {sign.ErrUnknownKey, "unknown_key"},
+		{sign.ErrBadSignature, "bad_signature"}, {sign.ErrStale, "stale"}, {sign.ErrReplay, "replay"},
+		{sign.ErrCacheFull, "cache_full"},
 	} {
 		if errors.Is(err, c.err) {
 			return c.label
@@ -183,16 +174,16 @@ func lockResult(err error) string {
 
 // ServeHTTP checks the signature.
 func (l *OriginLock) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	peer := peerIP(r)
-	if len(l.allow) > 0 && !l.allowed(peer) {
-		return l.deny(w, r, "not_allowed", fmt.Errorf("source %s is not in allow", peer))
+	peer, _ := netaddr.HostIP(r.RemoteAddr)
+	if len(l.allow) > 0 && !netaddr.Contains(l.allow, peer) {
+		return l.deny(r, "not_allowed", fmt.Errorf("source %s is not in allow", peer))
 	}
-	sig, err := l.verifier.Verify(r.Header.Get(scrub.SignatureHeader), r.Method, r.Host, r.RequestURI)
+	sig, err := l.verifier.Verify(r.Header.Get(sign.Header), r.Method, r.Host, r.RequestURI)
 	if err != nil {
-		return l.deny(w, r, lockResult(err), err)
+		return l.deny(r, lockResult(err), err)
 	}
 	lockOK.Inc()
-	delete(r.Header, scrub.SignatureHeader)
+	delete(r.Header, sign.Header)
 	ip := sig.ClientIP.String()
 	caddyhttp.SetVar(r.Context(), caddyhttp.ClientIPVarKey, ip)
 	caddyhttp.SetVar(r.Context(), caddyhttp.TrustedProxyVarKey, true)
@@ -203,27 +194,10 @@ func (l *OriginLock) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	return next.ServeHTTP(w, r)
 }
 
-func (l *OriginLock) allowed(ip netip.Addr) bool {
-	for _, p := range l.allow {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
-}
-
-func peerIP(r *http.Request) netip.Addr {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	ip, _ := netip.ParseAddr(host)
-	return ip.WithZone("").Unmap()
-}
-
-// deny refuses one request; it never affects other requests or the
-// listener.
-func (l *OriginLock) deny(w http.ResponseWriter, r *http.Request, result string, err error) error {
+// deny refuses one request: with a 403 HandlerError (so that the site's
+// handle_errors can shape the page), or by closing the connection. It
+// never affects other requests or the listener.
+func (l *OriginLock) deny(r *http.Request, result string, err error) error {
 	metricLock.WithLabelValues(result).Inc()
 	l.logger.Info("origin_lock refused a request",
 		zap.String("remote_addr", r.RemoteAddr), zap.String("method", r.Method),
@@ -233,11 +207,7 @@ func (l *OriginLock) deny(w http.ResponseWriter, r *http.Request, result string,
 		// without writing a response
 		panic(http.ErrAbortHandler)
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusForbidden)
-	_, _ = w.Write([]byte("403 Forbidden\n"))
-	return nil
+	return caddyhttp.Error(http.StatusForbidden, fmt.Errorf("origin_lock: %s: %w", result, err))
 }
 
 // Interface guards

@@ -1,14 +1,9 @@
 package hideorigin
 
-import (
-	"errors"
+import "github.com/prometheus/client_golang/prometheus"
 
-	"github.com/caddyserver/caddy/v2"
-	"github.com/prometheus/client_golang/prometheus"
-)
-
-// Package-level collectors, registered into each config's registry. Labels
-// take a fixed set of values.
+// Package-level collectors, registered into each config's registry by
+// internal/metrics. Labels take a fixed set of values.
 var (
 	metricRewrites = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "rampart", Subsystem: "hide_origin", Name: "rewrites_total",
@@ -23,21 +18,6 @@ var (
 		Help: "Requests checked by origin_lock, by result (ok, missing, malformed, unknown_key, bad_signature, stale, replay, cache_full, not_allowed).",
 	}, []string{"result"})
 )
-
-func registerMetrics(ctx caddy.Context) {
-	reg := ctx.GetMetricsRegistry()
-	if reg == nil {
-		return
-	}
-	for _, c := range []prometheus.Collector{metricRewrites, metricActions, metricLock} {
-		if err := reg.Register(c); err != nil {
-			var already prometheus.AlreadyRegisteredError
-			if !errors.As(err, &already) {
-				caddy.Log().Named("hide_origin").Warn("registering metrics: " + err.Error())
-			}
-		}
-	}
-}
 
 // The children touched on every request, resolved once.
 var (

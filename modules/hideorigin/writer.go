@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -15,16 +16,32 @@ import (
 	"github.com/rampart-edge/caddy-rampart/modules/hideorigin/scrub"
 )
 
+// sniffLen is how much of an untyped body is looked at to tell text from
+// binary, as browsers and http.DetectContentType do.
+const sniffLen = 512
+
+// wholeBuffers hold small Content-Length bodies (and the first bytes of
+// untyped ones) until they end; rewrittenBuffers their rewrite.
+var (
+	wholeBuffers = sync.Pool{New: func() any {
+		b := make([]byte, 0, smallBody)
+		return &b
+	}}
+	rewrittenBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+)
+
 // scrubWriter wraps the response writer: headers are scrubbed when they are
 // written (so Caddy's own Via, added by reverse_proxy to the response
 // writer's header map, is seen and removed), and text bodies go through the
-// streaming rewriter.
+// rewriter. Everything it writes to the ResponseWriter it writes from the
+// handler's goroutine, during the handler's calls.
 type scrubWriter struct {
 	caddyhttp.ResponseWriterWrapper
-	h    *HideOrigin
+	h    *Handler
 	r    *http.Request
 	repl *caddy.Replacer
 	pub  *scrub.Public
+	m    *scrub.Matcher
 
 	wroteHeader bool
 	trailers    bool // the response announced trailers: scrub them at the end
@@ -32,13 +49,15 @@ type scrubWriter struct {
 	discard     bool // the body is not passed on (generic error page, range refetch)
 	retryRange  bool
 	retried     bool
+	sniffing    bool // an untyped body: held until it can be told text or binary
 
-	body     *scrub.BodyRewriter
-	buffered *bytes.Buffer // small Content-Length bodies, rewritten in memory
-	err      error
+	coding string              // the body's one content coding, "" for identity
+	body   *scrub.BodyRewriter // streamed bodies
+	whole  *[]byte             // small Content-Length bodies, rewritten when they end; pooled
+	err    error
 }
 
-func (h *HideOrigin) newWriter(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, pub *scrub.Public) *scrubWriter {
+func (h *Handler) newWriter(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, pub *scrub.Public) *scrubWriter {
 	return &scrubWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, h: h, r: r, repl: repl, pub: pub}
 }
 
@@ -49,9 +68,9 @@ func (sw *scrubWriter) WriteHeader(status int) {
 	}
 	h := sw.h
 	upstream, _ := sw.repl.GetString("http.reverse_proxy.upstream.hostport")
-	m := h.learn(upstream)
+	sw.m = h.learn(upstream)
 	hdr := sw.Header()
-	if n := h.strip.Scrub(m, hdr, sw.pub); n > 0 {
+	if n := h.strip.Scrub(sw.m, hdr, sw.pub); n > 0 {
 		rewritesHeader.Add(float64(n))
 	}
 	if status < 200 && status != http.StatusSwitchingProtocols {
@@ -74,43 +93,92 @@ func (sw *scrubWriter) WriteHeader(status int) {
 		return
 	}
 	ct := hdr.Get("Content-Type")
-	hasBody := sw.r.Method != http.MethodHead && status != http.StatusNoContent && status != http.StatusNotModified
-	if !h.rewritable(ct) || m.Empty() {
+	if len(h.bodyTypes) == 0 || sw.m.Empty() || ct != "" && !h.rewritable(ct) {
 		sw.ResponseWriter.WriteHeader(status)
 		return
 	}
-	if status == http.StatusPartialContent && !sw.retried && (sw.r.Method == http.MethodGet) {
+	if status == http.StatusPartialContent && !sw.retried && sw.r.Method == http.MethodGet {
 		sw.retryRange, sw.discard = true, true
 		return
 	}
-	hdr.Del("Accept-Ranges")
-	if etag := hdr.Get("Etag"); etag != "" && !strings.HasPrefix(etag, "W/") {
-		hdr.Set("Etag", "W/"+etag) // the bytes differ from the origin's
-	}
-	if !hasBody {
-		hdr.Del("Content-Length")
-		sw.ResponseWriter.WriteHeader(status)
-		return
-	}
-	enc := hdr.Get("Content-Encoding")
-	if !scrub.CanDecode(enc) {
+	coding, ok := scrub.ContentCoding(hdr["Content-Encoding"])
+	if !ok {
 		// fail closed: a body that cannot be inspected is not passed on
 		sw.discard = true
 		h.logger.Error("origin sent a content coding hide_origin cannot decode; answered 502",
-			zap.String("request_id", requestID(sw.repl)), zap.String("content_encoding", enc))
+			zap.String("request_id", requestID(sw.repl)), zap.Strings("content_encoding", hdr["Content-Encoding"]))
 		metricActions.WithLabelValues("undecodable").Inc()
 		h.writeGeneric(sw.ResponseWriter, http.StatusBadGateway, sw.repl)
 		return
 	}
-	cl, clErr := strconv.ParseInt(hdr.Get("Content-Length"), 10, 64)
-	if clErr == nil && cl <= smallBody && (enc == "" || strings.EqualFold(enc, "identity")) {
-		sw.buffered = bytes.NewBuffer(make([]byte, 0, cl+cl/8+64))
-		sw.body, _ = scrub.NewBodyRewriter(sw.buffered, enc, m, sw.pub)
+	sw.coding = coding
+	hasBody := sw.r.Method != http.MethodHead && status != http.StatusNoContent && status != http.StatusNotModified
+	if ct == "" && coding == "" && hasBody {
+		// untyped: the first bytes tell (an untyped compressed body is
+		// rewritten as text)
+		sw.sniffing = true
+		sw.whole = wholeBuffers.Get().(*[]byte)
+		return
+	}
+	sw.startRewrite(hasBody, nil)
+}
+
+// startRewrite sends the header of a response whose body is rewritten (or
+// holds it back for a small body) and sets up the rewriter; held is what
+// arrived while the body was sniffed (pooled), or nil.
+func (sw *scrubWriter) startRewrite(hasBody bool, held *[]byte) {
+	hdr := sw.Header()
+	hdr.Del("Accept-Ranges")
+	if etag := hdr.Get("Etag"); etag != "" && !strings.HasPrefix(etag, "W/") {
+		hdr.Set("Etag", "W/"+etag) // the bytes differ from the origin's
+	}
+	if sw.coding == "" {
+		delete(hdr, "Content-Encoding")
+	} else {
+		hdr["Content-Encoding"] = []string{sw.coding} // one line, whatever the origin sent
+	}
+	if !hasBody {
+		hdr.Del("Content-Length")
+		sw.ResponseWriter.WriteHeader(sw.status)
+		return
+	}
+	if cl, err := strconv.ParseInt(hdr.Get("Content-Length"), 10, 64); err == nil && cl <= smallBody {
+		sw.whole = held
+		if sw.whole == nil {
+			sw.whole = wholeBuffers.Get().(*[]byte)
+		}
 		return // header written in finish, with the new length
 	}
 	hdr.Del("Content-Length")
-	sw.body, sw.err = scrub.NewBodyRewriter(sw.ResponseWriter, enc, m, sw.pub)
-	sw.ResponseWriter.WriteHeader(status)
+	sw.body, sw.err = scrub.NewBodyRewriter(sw.ResponseWriter, sw.coding, sw.m, sw.pub)
+	sw.ResponseWriter.WriteHeader(sw.status)
+	if held != nil {
+		if len(*held) > 0 {
+			_, _ = sw.writeBody(*held)
+		}
+		putWhole(held)
+	}
+}
+
+// endSniff decides an untyped body from what has arrived so far.
+func (sw *scrubWriter) endSniff() {
+	sw.sniffing = false
+	held := sw.whole
+	sw.whole = nil
+	if sw.h.rewritable(http.DetectContentType(*held)) {
+		sw.startRewrite(true, held)
+		return
+	}
+	sw.ResponseWriter.WriteHeader(sw.status)
+	if len(*held) > 0 {
+		_, sw.err = sw.ResponseWriter.Write(*held)
+	}
+	putWhole(held)
+}
+
+func putWhole(b *[]byte) {
+	*b = (*b)[:0]
+	wholeBuffers.Put(b)
 }
 
 // Write passes body bytes through the rewriter.
@@ -121,10 +189,33 @@ func (sw *scrubWriter) Write(p []byte) (int, error) {
 	if sw.discard {
 		return len(p), nil
 	}
+	if sw.sniffing {
+		n := min(len(p), sniffLen-len(*sw.whole))
+		*sw.whole = append(*sw.whole, p[:n]...)
+		if len(*sw.whole) < sniffLen {
+			return len(p), nil
+		}
+		sw.endSniff()
+		m, err := sw.Write(p[n:])
+		return n + m, err
+	}
+	return sw.writeBody(p)
+}
+
+// writeBody is Write once the body's treatment is decided.
+func (sw *scrubWriter) writeBody(p []byte) (int, error) {
 	if sw.err != nil {
 		return 0, sw.err
 	}
-	if sw.body != nil {
+	switch {
+	case sw.whole != nil:
+		if len(*sw.whole)+len(p) > smallBody {
+			sw.err = errors.New("the origin sent more than its Content-Length")
+			return 0, sw.err
+		}
+		*sw.whole = append(*sw.whole, p...)
+		return len(p), nil
+	case sw.body != nil:
 		n, err := sw.body.Write(p)
 		if err != nil {
 			sw.err = err
@@ -147,7 +238,10 @@ func (sw *scrubWriter) FlushError() error {
 	if !sw.wroteHeader {
 		sw.WriteHeader(http.StatusOK)
 	}
-	if sw.buffered != nil || sw.discard {
+	if sw.sniffing {
+		sw.endSniff()
+	}
+	if sw.whole != nil || sw.discard {
 		return nil
 	}
 	if sw.body != nil {
@@ -161,6 +255,20 @@ func (sw *scrubWriter) FlushError() error {
 // Flush is FlushError for callers that use http.Flusher.
 func (sw *scrubWriter) Flush() { _ = sw.FlushError() }
 
+// release gives the pooled buffers back and stops a rewrite that did not
+// finish (reverse_proxy aborts a broken stream with a panic); it is
+// deferred by ServeHTTP, so it runs on every exit path.
+func (sw *scrubWriter) release() {
+	if sw.body != nil {
+		sw.body.Abort(http.ErrAbortHandler)
+		sw.body = nil
+	}
+	if sw.whole != nil {
+		putWhole(sw.whole)
+		sw.whole = nil
+	}
+}
+
 // finish ends the rewritten body and scrubs announced trailers.
 func (sw *scrubWriter) finish() error {
 	if sw.trailers {
@@ -168,9 +276,48 @@ func (sw *scrubWriter) finish() error {
 		// after the body: what is in the map now goes out as trailers
 		sw.h.strip.Scrub(sw.h.ids.matcher.Load(), sw.Header(), sw.pub)
 	}
-	if sw.body == nil {
+	if sw.sniffing {
+		sw.endSniff()
+	}
+	switch {
+	case sw.whole != nil:
+		return sw.finishWhole()
+	case sw.body != nil:
+		return sw.finishStream()
+	}
+	return nil
+}
+
+// finishWhole rewrites a small body and sends it with its exact length.
+func (sw *scrubWriter) finishWhole() error {
+	defer sw.release()
+	if sw.err != nil {
+		sw.h.logger.Warn("rewriting the origin's body failed", zap.String("request_id", requestID(sw.repl)), zap.Error(sw.err))
+		sw.h.writeGeneric(sw.ResponseWriter, http.StatusBadGateway, sw.repl)
 		return nil
 	}
+	body := *sw.whole
+	out := rewrittenBuffers.Get().(*bytes.Buffer)
+	defer func() { out.Reset(); rewrittenBuffers.Put(out) }()
+	n, err := scrub.RewriteWhole(out, body, sw.coding, sw.m, sw.pub)
+	if err != nil {
+		sw.h.logger.Warn("rewriting the origin's body failed", zap.String("request_id", requestID(sw.repl)), zap.Error(err))
+		sw.h.writeGeneric(sw.ResponseWriter, http.StatusBadGateway, sw.repl)
+		return nil
+	}
+	if n > 0 {
+		rewritesBody.Add(float64(n))
+		body = out.Bytes()
+	}
+	sw.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	sw.ResponseWriter.WriteHeader(sw.status)
+	_, _ = sw.ResponseWriter.Write(body)
+	return nil
+}
+
+// finishStream ends a streamed body; a body that cannot be finished cuts
+// the response short (the client has part of it).
+func (sw *scrubWriter) finishStream() error {
 	body := sw.body
 	sw.body = nil
 	if sw.err != nil {
@@ -183,20 +330,10 @@ func (sw *scrubWriter) finish() error {
 	}
 	if err != nil {
 		sw.h.logger.Warn("rewriting the origin's body failed", zap.String("request_id", requestID(sw.repl)), zap.Error(err))
-		if sw.buffered != nil {
-			sw.h.writeGeneric(sw.ResponseWriter, http.StatusBadGateway, sw.repl)
-			return nil
-		}
-		// the client has part of a body: cut the response short
 		if errors.Is(err, http.ErrAbortHandler) {
 			return nil
 		}
 		panic(http.ErrAbortHandler)
-	}
-	if sw.buffered != nil {
-		sw.Header().Set("Content-Length", strconv.Itoa(sw.buffered.Len()))
-		sw.ResponseWriter.WriteHeader(sw.status)
-		_, _ = sw.ResponseWriter.Write(sw.buffered.Bytes())
 	}
 	return nil
 }

@@ -333,37 +333,58 @@ func (a *auditor) request(ctx context.Context, method string, u *url.URL) (*url.
 	return nil, nil
 }
 
-// decodedBody reads and decodes (gzip, zstd, deflate) at most max bytes.
+// decodedBody reads at most max bytes and undoes every content coding
+// (gzip, zstd, deflate), in the reverse of the order they were applied,
+// whether they come in one Content-Encoding line or several.
 func decodedBody(resp *http.Response, max int64) ([]byte, error) {
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, max))
 	if err != nil {
 		return raw, nil // a cut-short body is still inspected
 	}
-	var r io.Reader
-	switch strings.ToLower(resp.Header.Get("Content-Encoding")) {
-	case "", "identity":
-		return raw, nil
-	case "gzip", "x-gzip":
-		zr, err := gzip.NewReader(bytes.NewReader(raw))
+	var codings []string
+	for _, v := range resp.Header.Values("Content-Encoding") {
+		for part := range strings.SplitSeq(v, ",") {
+			if c := strings.ToLower(strings.TrimSpace(part)); c != "" && c != "identity" {
+				codings = append(codings, c)
+			}
+		}
+	}
+	body := raw
+	for i := len(codings) - 1; i >= 0; i-- {
+		decoded, err := decode(codings[i], body, max)
 		if err != nil {
-			return raw, fmt.Errorf("gzip: %v", err)
+			return body, err
+		}
+		body = decoded
+	}
+	return body, nil
+}
+
+// decode undoes one content coding.
+func decode(coding string, body []byte, max int64) ([]byte, error) {
+	var r io.Reader
+	switch coding {
+	case "gzip", "x-gzip":
+		zr, err := gzip.NewReader(bytes.NewReader(body))
+		if err != nil {
+			return nil, fmt.Errorf("gzip: %v", err)
 		}
 		r = zr
 	case "deflate":
-		r = flate.NewReader(bytes.NewReader(raw))
+		r = flate.NewReader(bytes.NewReader(body))
 	case "zstd":
-		zr, err := zstd.NewReader(bytes.NewReader(raw))
+		zr, err := zstd.NewReader(bytes.NewReader(body))
 		if err != nil {
-			return raw, fmt.Errorf("zstd: %v", err)
+			return nil, fmt.Errorf("zstd: %v", err)
 		}
 		defer zr.Close()
 		r = zr
 	default:
-		return raw, fmt.Errorf("content coding %q cannot be inspected", resp.Header.Get("Content-Encoding"))
+		return nil, fmt.Errorf("content coding %q cannot be inspected", coding)
 	}
 	out, err := io.ReadAll(io.LimitReader(r, max))
 	if err != nil && len(out) == 0 {
-		return raw, fmt.Errorf("decoding: %v", err)
+		return nil, fmt.Errorf("decoding %s: %v", coding, err)
 	}
 	return out, nil
 }

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/gzip"
+
 	"github.com/rampart-edge/caddy-rampart/modules/hideorigin/scrub"
 )
 
@@ -93,4 +95,74 @@ func BenchmarkDecodedBodyScan(b *testing.B) {
 			b.Fatal("match not found")
 		}
 	}
+}
+
+// TestRunFindsEvasions: the audit finds an origin however it is spelled
+// or wrapped: two Content-Encoding lines, percent-encoded URLs, other
+// notations of the address, untyped and SVG bodies, trailing-dot hosts.
+func TestRunFindsEvasions(t *testing.T) {
+	paths := map[string]func(w http.ResponseWriter){
+		"/two-codings": func(w http.ResponseWriter) {
+			w.Header()["Content-Encoding"] = []string{"identity", "gzip"}
+			w.Header().Set("Content-Type", "text/html")
+			w.Write(compressed("<a href=\"http://example.org/\">see 10.9.9.9:81</a>"))
+		},
+		"/encoded": func(w http.ResponseWriter) {
+			w.Header().Set("Location", "/login?next=http%3A%2F%2F10.9.9.9%3A81%2Fadmin")
+			w.WriteHeader(http.StatusFound)
+		},
+		"/double-encoded": func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `{"next":"http%253A%252F%252F10.9.9.9%253A81%252F"}`)
+		},
+		"/decimal":  func(w http.ResponseWriter) { fmt.Fprint(w, `<a href="http://168364297/">x</a>`) },
+		"/octal":    func(w http.ResponseWriter) { fmt.Fprint(w, `<a href="http://012.011.011.011:81/">x</a>`) },
+		"/hex":      func(w http.ResponseWriter) { fmt.Fprint(w, `<a href="http://0x0a090909/">x</a>`) },
+		"/mapped":   func(w http.ResponseWriter) { fmt.Fprint(w, `<a href="http://[::ffff:a09:909]/">x</a>`) },
+		"/mapped4":  func(w http.ResponseWriter) { fmt.Fprint(w, `<a href="http://[::ffff:10.9.9.9]/">x</a>`) },
+		"/ipv6":     func(w http.ResponseWriter) { fmt.Fprint(w, `<a href="http://[fd00:0::10]/">x</a>`) },
+		"/trailing": func(w http.ResponseWriter) { fmt.Fprint(w, `<a href="http://origin.internal./x">x</a>`) },
+		"/svg": func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "image/svg+xml")
+			fmt.Fprint(w, `<svg><a href="//origin.internal/"/></svg>`)
+		},
+		"/untyped": func(w http.ResponseWriter) {
+			w.Header()["Content-Type"] = nil
+			fmt.Fprint(w, `var api = "http://10.9.9.9:81/api";`)
+		},
+		"/clean-svg": func(w http.ResponseWriter) { w.Header().Set("Content-Type", "image/svg+xml"); fmt.Fprint(w, `<svg/>`) },
+	}
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if f, ok := paths[r.URL.Path]; ok {
+			f(w)
+		}
+	}))
+	defer srv.Close()
+	var list []string
+	for p := range paths {
+		list = append(list, p)
+	}
+	report, err := Run(context.Background(), Config{Site: srv.URL, Origins: []string{"10.9.9.9:81"}, OriginHosts: []string{"origin.internal", "fd00::10"},
+		Paths: list, OnlyPaths: true, NoBypass: true, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[string]bool{}
+	for _, f := range report.Findings {
+		u := f.URL[strings.Index(f.URL, srv.URL)+len(srv.URL):]
+		found[u] = true
+	}
+	for p := range paths {
+		if found[p] == (p == "/clean-svg") {
+			t.Errorf("%s: found %v", p, found[p])
+		}
+	}
+}
+
+func compressed(s string) []byte {
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	zw.Write([]byte(s))
+	zw.Close()
+	return b.Bytes()
 }

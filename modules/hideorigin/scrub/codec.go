@@ -1,6 +1,8 @@
 package scrub
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -72,8 +74,26 @@ func allDecodable(v string) bool {
 	}
 }
 
+// reencodeLevel is the gzip and deflate level of re-encoded bodies: Caddy's
+// own `encode gzip` default, so a rewritten body costs what Caddy's
+// compression of it would.
+const reencodeLevel = 5
+
+// flushWriteCloser is a compressor: gzip, flate and zstd writers are.
+type flushWriteCloser interface {
+	io.WriteCloser
+	Flush() error
+}
+
 var (
-	gzipWriters = sync.Pool{New: func() any { return gzip.NewWriter(nil) }}
+	gzipWriters = sync.Pool{New: func() any {
+		gw, _ := gzip.NewWriterLevel(nil, reencodeLevel) // a constant, valid level
+		return gw
+	}}
+	flateWriters = sync.Pool{New: func() any {
+		fw, _ := flate.NewWriter(nil, reencodeLevel)
+		return fw
+	}}
 	zstdWriters = sync.Pool{New: func() any {
 		zw, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(1<<20))
 		if err != nil {
@@ -81,50 +101,100 @@ var (
 		}
 		return zw
 	}}
+	// zstdReaders keeps decoders: a new one allocates megabytes of tables.
+	zstdReaders = sync.Pool{New: func() any {
+		zr, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(64<<20), zstd.WithDecoderLowmem(true))
+		if err != nil {
+			panic(err) // only for invalid options, which are constant
+		}
+		return zr
+	}}
+	// outBuffers gather the decoder goroutine's output, so that the caller
+	// is asked to write whole chunks rather than each few hundred bytes
+	// a compressor emits.
+	outBuffers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
+	// readBuffers are the decoders' output buffers.
+	readBuffers = sync.Pool{New: func() any {
+		b := make([]byte, ChunkSize)
+		return &b
+	}}
 )
 
-// zstdReaders keeps decoders: a new one allocates megabytes of tables.
-var zstdReaders = sync.Pool{New: func() any {
-	zr, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(64<<20), zstd.WithDecoderLowmem(true))
-	if err != nil {
-		panic(err) // only for invalid options, which are constant
+// newEncoder returns the compressor for a coding writing to dst and the
+// function that gives it back once it is closed.
+func newEncoder(coding string, dst io.Writer) (flushWriteCloser, func()) {
+	switch coding {
+	case "gzip", "x-gzip":
+		gw := gzipWriters.Get().(*gzip.Writer)
+		gw.Reset(dst)
+		return gw, func() { gw.Reset(nil); gzipWriters.Put(gw) }
+	case "zstd":
+		zw := zstdWriters.Get().(*zstd.Encoder)
+		zw.Reset(dst)
+		return zw, func() { zw.Reset(nil); zstdWriters.Put(zw) }
 	}
-	return zr
-}}
-
-// pooledReader returns its decoder to a pool once closed.
-type pooledReader struct {
-	io.Reader
-	put func()
+	fw := flateWriters.Get().(*flate.Writer)
+	fw.Reset(dst)
+	return fw, func() { fw.Reset(nil); flateWriters.Put(fw) }
 }
 
-func (r pooledReader) Close() error {
-	r.put()
-	return nil
-}
-
-// pooledWriter returns its encoder to a pool once closed.
-type pooledWriter struct {
-	io.WriteCloser
-	put func()
-}
-
-func (w pooledWriter) Close() error {
-	err := w.WriteCloser.Close()
-	w.put()
-	return err
+// newDecoder returns the decompressor for a coding reading src and the
+// function that gives it back.
+func newDecoder(coding string, src io.Reader) (io.Reader, func(), error) {
+	switch coding {
+	case "gzip", "x-gzip":
+		zr, err := gzip.NewReader(src)
+		return zr, func() {}, err
+	case "zstd":
+		zr := zstdReaders.Get().(*zstd.Decoder)
+		if err := zr.Reset(src); err != nil {
+			zstdReaders.Put(zr)
+			return nil, nil, err
+		}
+		return zr, func() { _ = zr.Reset(nil); zstdReaders.Put(zr) }, nil
+	}
+	return flate.NewReader(src), func() {}, nil
 }
 
 // BodyRewriter is a WriteCloser that takes a (possibly compressed) body and
 // writes the rewritten body, compressed with the same coding, to dst.
-// Compressed bodies are decoded on a goroutine reading from a pipe, so
-// memory stays constant.
+//
+// Only the goroutine calling Write, Flush, Close and Abort writes to dst.
+// A compressed body is decoded, rewritten and re-encoded on a goroutine of
+// its own (decompressors pull their input), which asks the caller for
+// input and hands it its output through channels; the caller serves those
+// requests during its calls, so memory stays constant and dst (an
+// http.ResponseWriter) is never touched concurrently.
 type BodyRewriter struct {
-	stream *Stream
-	enc    io.WriteCloser // nil for identity
-	pw     *io.PipeWriter // nil for identity
-	done   chan error
-	ended  bool
+	dst     io.Writer
+	stream  *Stream
+	coding  string // normalised; "" for identity
+	release func() // gives the encoder back
+
+	requests chan request // from the decoder goroutine; nil for identity
+	answers  chan answer
+	done     chan error
+	input    []byte // the rest of the Write being served
+	starved  []byte // a read buffer the decoder waits to have filled
+	waiting  bool   // the decoder waits on starved
+	result   error  // the decoder's result, once done
+	finished bool   // the decoder goroutine has ended
+	ended    bool   // Close or Abort was called
+}
+
+// request is one call of the decoder goroutine to the caller: fill b with
+// input (read) or write b to dst.
+type request struct {
+	read bool
+	b    []byte
+}
+
+// answer answers a request. flush asks a reader to flush what it decided
+// before it reads again.
+type answer struct {
+	n     int
+	err   error
+	flush bool
 }
 
 // NewBodyRewriter returns a rewriter for a body with the given
@@ -132,53 +202,40 @@ type BodyRewriter struct {
 // coding outside Decodable.
 func NewBodyRewriter(dst io.Writer, encoding string, m *Matcher, p *Public) (*BodyRewriter, error) {
 	coding := normEncoding(encoding)
-	if coding == "" || coding == "identity" {
-		return &BodyRewriter{stream: NewStream(dst, m, p)}, nil
-	}
-	var enc io.WriteCloser
-	var newDec func(io.Reader) (io.ReadCloser, error)
 	switch coding {
-	case "gzip", "x-gzip":
-		gw := gzipWriters.Get().(*gzip.Writer)
-		gw.Reset(dst)
-		enc = pooledWriter{gw, func() { gzipWriters.Put(gw) }}
-		newDec = func(r io.Reader) (io.ReadCloser, error) { return gzip.NewReader(r) }
-	case "deflate":
-		fw, _ := flate.NewWriter(dst, flate.DefaultCompression)
-		enc = fw
-		newDec = func(r io.Reader) (io.ReadCloser, error) { return flate.NewReader(r), nil }
-	case "zstd":
-		zw := zstdWriters.Get().(*zstd.Encoder)
-		zw.Reset(dst)
-		enc = pooledWriter{zw, func() { zstdWriters.Put(zw) }}
-		newDec = func(r io.Reader) (io.ReadCloser, error) {
-			zr := zstdReaders.Get().(*zstd.Decoder)
-			if err := zr.Reset(r); err != nil {
-				zstdReaders.Put(zr)
-				return nil, err
-			}
-			return pooledReader{zr, func() { _ = zr.Reset(nil); zstdReaders.Put(zr) }}, nil
-		}
+	case "", "identity":
+		return &BodyRewriter{dst: dst, stream: NewStream(dst, m, p)}, nil
+	case "gzip", "x-gzip", "zstd", "deflate":
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUndecodable, encoding)
 	}
-	pr, pw := io.Pipe()
-	br := &BodyRewriter{stream: NewStream(enc, m, p), enc: enc, pw: pw, done: make(chan error, 1)}
-	go func() {
-		err := br.decode(pr, newDec)
-		pr.CloseWithError(err)
-		br.done <- err
-	}()
+	br := &BodyRewriter{dst: dst, coding: coding, requests: make(chan request), answers: make(chan answer), done: make(chan error, 1)}
+	out := outBuffers.Get().(*bufio.Writer)
+	out.Reset(decoderWriter{br})
+	enc, release := newEncoder(coding, out)
+	br.release = func() {
+		release()
+		out.Reset(nil)
+		outBuffers.Put(out)
+	}
+	br.stream = NewStream(enc, m, p)
+	go func() { br.done <- br.decode(enc, out) }()
 	return br, nil
 }
 
-func (br *BodyRewriter) decode(pr io.Reader, newDec func(io.Reader) (io.ReadCloser, error)) error {
-	dec, err := newDec(pr)
+// decode runs on the decoder goroutine: it reads the origin's body through
+// the caller, rewrites it and writes the re-encoded result through the
+// caller.
+func (br *BodyRewriter) decode(enc flushWriteCloser, out *bufio.Writer) error {
+	src := decoderReader{br: br, enc: enc, out: out}
+	dec, put, err := newDecoder(br.coding, src)
 	if err != nil {
 		return fmt.Errorf("decoding the origin's body: %w", err)
 	}
-	defer dec.Close()
-	buf := make([]byte, ChunkSize)
+	defer put()
+	bp := readBuffers.Get().(*[]byte)
+	defer readBuffers.Put(bp)
+	buf := *bp
 	for {
 		n, rerr := dec.Read(buf)
 		if n > 0 {
@@ -193,55 +250,290 @@ func (br *BodyRewriter) decode(pr io.Reader, newDec func(io.Reader) (io.ReadClos
 			return fmt.Errorf("decoding the origin's body: %w", rerr)
 		}
 	}
-	// drain whatever follows the compressed stream so the writer never blocks
-	_, _ = io.Copy(io.Discard, pr)
+	// take whatever follows the compressed stream so the caller never waits
+	if _, err := io.Copy(io.Discard, src); err != nil {
+		return err
+	}
 	if err := br.stream.Close(); err != nil {
 		return err
 	}
-	return br.enc.Close()
+	if err := enc.Close(); err != nil {
+		return err
+	}
+	return out.Flush()
 }
+
+// decoderReader is the decoder goroutine's input: each Read asks the
+// caller for bytes. Asked to flush, it first pushes out everything decided
+// so far (the decoder is waiting for input, so it has handed over all it
+// could decode).
+type decoderReader struct {
+	br  *BodyRewriter
+	enc flushWriteCloser
+	out *bufio.Writer
+}
+
+func (r decoderReader) Read(b []byte) (int, error) {
+	for {
+		r.br.requests <- request{read: true, b: b}
+		a := <-r.br.answers
+		if !a.flush {
+			return a.n, a.err
+		}
+		if err := r.br.stream.Flush(); err != nil {
+			return 0, err
+		}
+		if err := r.enc.Flush(); err != nil {
+			return 0, err
+		}
+		if err := r.out.Flush(); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// decoderWriter is the decoder goroutine's output: each Write asks the
+// caller to write to dst.
+type decoderWriter struct{ br *BodyRewriter }
+
+func (w decoderWriter) Write(b []byte) (int, error) {
+	w.br.requests <- request{b: b}
+	a := <-w.br.answers
+	return a.n, a.err
+}
+
+// serveMode says how the caller answers the decoder's reads.
+type serveMode uint8
+
+const (
+	serveInput serveMode = iota // fill reads from input
+	serveFlush                  // ask for a flush, then stop at the next read
+	serveEOF                    // answer reads with the end of the body
+	serveAbort                  // answer every request with an error
+)
+
+// serve answers one request of the decoder on the caller's goroutine. It
+// reports false when the caller's call is done: the decoder ended, or (in
+// serveFlush after the flush) it waits for input.
+func (br *BodyRewriter) serve(mode serveMode, abort error, flushed *bool) bool {
+	var rq request
+	select {
+	case rq = <-br.requests:
+	case err := <-br.done:
+		br.finished, br.result = true, err
+		return false
+	}
+	if !rq.read {
+		if mode == serveAbort {
+			br.answers <- answer{err: abort}
+			return true
+		}
+		n, err := br.dst.Write(rq.b)
+		br.answers <- answer{n: n, err: err}
+		return true
+	}
+	switch mode {
+	case serveInput:
+		n := copy(rq.b, br.input)
+		br.input = br.input[n:]
+		br.answers <- answer{n: n}
+	case serveFlush:
+		if *flushed {
+			br.starved, br.waiting = rq.b, true
+			return false
+		}
+		*flushed = true
+		br.answers <- answer{flush: true}
+	case serveEOF:
+		br.answers <- answer{err: io.EOF}
+	case serveAbort:
+		br.answers <- answer{err: abort}
+	}
+	return true
+}
+
+// feedStarved fills a read the decoder waits on with input.
+func (br *BodyRewriter) feedStarved() {
+	n := copy(br.starved, br.input)
+	br.input = br.input[n:]
+	br.starved, br.waiting = nil, false
+	br.answers <- answer{n: n}
+}
+
+// errEnded is what writes after the decoder stopped early get.
+var errEnded = errors.New("scrub: the compressed body ended")
 
 // Write takes the next piece of the origin's body.
 func (br *BodyRewriter) Write(p []byte) (int, error) {
-	if br.pw == nil {
+	if br.requests == nil {
 		return br.stream.Write(p)
 	}
-	return br.pw.Write(p)
+	if br.ended {
+		return 0, errors.New("scrub: write after close")
+	}
+	br.input = p
+	if br.waiting && len(p) > 0 {
+		br.feedStarved()
+	}
+	for len(br.input) > 0 && !br.finished {
+		br.serve(serveInput, nil, nil)
+	}
+	n := len(p) - len(br.input)
+	br.input = nil
+	if br.finished && n < len(p) {
+		if br.result != nil {
+			return n, br.result
+		}
+		return n, errEnded
+	}
+	return n, nil
 }
 
-// Flush pushes out what can be decided (identity bodies only; a compressed
-// body is flushed when it ends).
+// Flush pushes out what can be decided now: for a compressed body, all the
+// input so far is decoded, everything before the last few bytes is
+// rewritten, and the encoder flushes (as the origin's did).
 func (br *BodyRewriter) Flush() error {
-	if br.pw == nil {
+	if br.requests == nil {
 		return br.stream.Flush()
 	}
-	return nil
+	if br.ended || br.waiting {
+		return nil // nothing arrived since the last flush
+	}
+	flushed := false
+	for !br.finished && br.serve(serveFlush, nil, &flushed) {
+	}
+	return br.result
 }
 
 // Close finishes the body: the rest is rewritten, compressed and written.
 func (br *BodyRewriter) Close() error {
 	if br.ended {
-		return nil
+		return br.result
 	}
 	br.ended = true
-	if br.pw == nil {
+	if br.requests == nil {
 		return br.stream.Close()
 	}
-	br.pw.Close()
-	return <-br.done
+	if br.waiting {
+		br.starved, br.waiting = nil, false
+		br.answers <- answer{err: io.EOF}
+	}
+	for !br.finished {
+		br.serve(serveEOF, nil, nil)
+	}
+	br.release()
+	return br.result
 }
 
-// Abort stops a compressed rewrite early (the client went away).
+// Abort stops a rewrite early (the client went away, the origin broke
+// off): nothing more is written, the decoder goroutine ends and the
+// buffers go back.
 func (br *BodyRewriter) Abort(err error) {
 	if br.ended {
 		return
 	}
 	br.ended = true
-	if br.pw != nil {
-		br.pw.CloseWithError(err)
-		<-br.done
+	if br.requests == nil {
+		br.stream.release()
+		return
 	}
+	if br.waiting {
+		br.starved, br.waiting = nil, false
+		br.answers <- answer{err: err}
+	}
+	for !br.finished {
+		br.serve(serveAbort, err, nil)
+	}
+	br.stream.release()
+	br.release()
 }
 
 // Matches returns how many identities were replaced (valid after Close).
 func (br *BodyRewriter) Matches() int { return br.stream.Matches() }
+
+// ContentCoding reads the Content-Encoding header's values (several lines
+// and comma-separated lists alike): it returns the one coding the body
+// has ("" for none or identity only) and reports false when the body is
+// encoded more than once or with a coding outside Decodable, so that the
+// caller can fail closed instead of passing it on unscanned.
+func ContentCoding(values []string) (string, bool) {
+	coding := ""
+	for _, v := range values {
+		for part := range strings.SplitSeq(v, ",") {
+			c := normEncoding(part)
+			switch c {
+			case "", "identity":
+				continue
+			case "x-gzip":
+				c = "gzip"
+			}
+			if coding != "" || !CanDecode(c) {
+				return "", false
+			}
+			coding = c
+		}
+	}
+	return coding, true
+}
+
+// RewriteWhole rewrites a complete body held in memory, decoding and
+// re-encoding it with its coding, for a response that keeps an exact
+// Content-Length. It returns how many identities it replaced: with none,
+// nothing is written to out and body stands as it is.
+func RewriteWhole(out io.Writer, body []byte, encoding string, m *Matcher, p *Public) (int, error) {
+	coding := normEncoding(encoding)
+	if coding == "" || coding == "identity" {
+		if _, found := m.Next(body, 0, len(body), 0); !found {
+			return 0, nil
+		}
+		s := NewStream(out, m, p)
+		s.Write(body)
+		err := s.Close()
+		return s.Matches(), err
+	}
+	if !CanDecode(coding) {
+		return 0, fmt.Errorf("%w: %q", ErrUndecodable, encoding)
+	}
+	// a first pass only looks: most bodies name no identity and go out as
+	// the origin compressed them
+	n, err := rewriteDecoded(io.Discard, body, coding, m, p, nil)
+	if err != nil || n == 0 {
+		return 0, err
+	}
+	enc, release := newEncoder(coding, out)
+	defer release()
+	return rewriteDecoded(enc, body, coding, m, p, enc)
+}
+
+// rewriteDecoded decodes body, rewrites it into w and closes enc (when
+// set) after the stream.
+func rewriteDecoded(w io.Writer, body []byte, coding string, m *Matcher, p *Public, enc io.Closer) (int, error) {
+	dec, put, err := newDecoder(coding, bytes.NewReader(body))
+	if err != nil {
+		return 0, fmt.Errorf("decoding the origin's body: %w", err)
+	}
+	defer put()
+	s := NewStream(w, m, p)
+	defer s.release()
+	bp := readBuffers.Get().(*[]byte)
+	defer readBuffers.Put(bp)
+	if _, err := io.CopyBuffer(writerOnly{s}, readerOnly{dec}, *bp); err != nil {
+		return 0, fmt.Errorf("decoding the origin's body: %w", err)
+	}
+	if err := s.Close(); err != nil {
+		return 0, err
+	}
+	if enc != nil {
+		if err := enc.Close(); err != nil {
+			return 0, err
+		}
+	}
+	return s.Matches(), nil
+}
+
+// writerOnly and readerOnly hide ReadFrom and WriteTo so that CopyBuffer
+// uses the pooled buffer.
+type (
+	writerOnly struct{ io.Writer }
+	readerOnly struct{ io.Reader }
+)

@@ -291,13 +291,3 @@ func (rs *RequestScrubber) Scrub(h http.Header) {
 		}
 	}
 }
-
-// DefaultBodyTypes are the media types whose bodies are rewritten by default.
-var DefaultBodyTypes = []string{
-	"text/html",
-	"text/css",
-	"application/javascript",
-	"application/json",
-	"text/plain",
-	"application/xml",
-}

@@ -1,8 +1,8 @@
 // Package scrub is the engine of origin hiding: it finds an origin's
 // identities (addresses, host names, URLs) in header values and streamed
-// bodies and rewrites them to the public site, strips identifying headers,
-// and signs and verifies the edge-to-origin request signature. It imports no
-// Caddy package.
+// bodies and rewrites them to the public site, and strips identifying
+// headers. (The edge-to-origin request signature is package sign.) It
+// imports no Caddy package.
 package scrub
 
 import (
@@ -165,15 +165,33 @@ type Matcher struct {
 	byFirst [256][]int32 // token indexes by first byte (both cases), longest first
 	maxTok  int
 	exact   map[string]struct{}
+	// special marks the bytes where a match can start: a token's first
+	// byte, '[' (an IPv6 literal in any spelling) and, with IPv4
+	// identities, '/' and '%' (an IPv4 address in another notation after
+	// "//" or its encodings)
+	special [256]uint8
+	// pairs[a] has bit b set when some token starts with the bytes a, b
+	// (either case): most special bytes in text are ruled out by the next
+	// byte without looking at a token
+	pairs [256][4]uint64
+	ips   map[netip.Addr]struct{} // the IP identities, IPv4 unmapped
+	hasV4 bool
 }
 
-// lookahead is how many bytes past a token the matcher may inspect: an
-// optional ":65535" port and the boundary byte after it.
-const lookahead = 8
+// lookahead is how many bytes past a token the matcher may inspect: a
+// trailing dot, an optional ":65535" port (its colon percent-encoded twice
+// at most: "%253A") and the boundary byte after it.
+const lookahead = 13
 
 // lookback is how many bytes before a token the matcher may inspect: the
-// longest scheme prefix "https://" and one boundary byte.
-const lookback = 10
+// longest scheme prefix, "https://" encoded twice ("https%253A%252F%252F"),
+// and one boundary byte.
+const lookback = 21
+
+// maxLiteral is how long an address literal in another spelling may be:
+// "[0000:0000:0000:0000:0000:ffff:255.255.255.255]" or an IPv4 address in
+// padded octal or hex parts.
+const maxLiteral = 48
 
 // NewMatcher builds a matcher for the given identities (as accepted by
 // ParseIdentity). Duplicates are merged.
@@ -219,14 +237,45 @@ func NewMatcherFromIdentities(ids []Identity) *Matcher {
 		}
 		add(id.Host, kindName)
 	}
+	for _, id := range m.ids {
+		if !id.IP.IsValid() {
+			continue
+		}
+		if m.ips == nil {
+			m.ips = map[netip.Addr]struct{}{}
+		}
+		m.ips[id.IP] = struct{}{}
+		m.special['['] = 1
+		m.maxTok = max(m.maxTok, maxLiteral)
+		if id.IP.Is4() && !m.hasV4 {
+			// other notations are looked for behind "//", "%2F%2F" and
+			// "%252F%252F", up to a literal's length ahead
+			m.hasV4 = true
+			m.maxTok = max(m.maxTok, maxLiteral+len(separators[2].slashes))
+			m.special['/'], m.special['%'] = 1, 1
+			m.pairs['/']['/'>>6] |= 1 << ('/' & 63)
+			m.pairs['%']['2'>>6] |= 1 << ('2' & 63)
+		}
+	}
 	for i, t := range m.tokens {
 		if len(t.text) > m.maxTok {
 			m.maxTok = len(t.text)
 		}
 		c := t.text[0]
 		m.byFirst[c] = append(m.byFirst[c], int32(i))
+		m.special[c] = 1
+		if len(t.text) > 1 {
+			for _, a := range [2]byte{c, upper(c)} {
+				for _, b := range [2]byte{t.text[1], upper(t.text[1])} {
+					m.pairs[a][b>>6] |= 1 << (b & 63)
+				}
+			}
+		} else {
+			m.pairs[c], m.pairs[upper(c)] = [4]uint64{^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0)}, [4]uint64{^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0)}
+		}
 		if u := upper(c); u != c {
 			m.byFirst[u] = append(m.byFirst[u], int32(i))
+			m.special[u] = 1
 		}
 	}
 	for c := range m.byFirst {
@@ -288,6 +337,18 @@ type Match struct {
 	Start, End int
 	Form       Form
 	HasPort    bool
+	// Encoded is how many times the separators around the host (the
+	// scheme's "://", the port's ':') were percent-encoded: 0, 1 ("%3A",
+	// "%2F") or 2 ("%253A", "%252F"), as in a URL inside a query.
+	Encoded uint8
+}
+
+// separators are the scheme and port separators at each encoding level,
+// lower case.
+var separators = [3]struct{ colon, slashes []byte }{
+	{[]byte(":"), []byte("//")},
+	{[]byte("%3a"), []byte("%2f%2f")},
+	{[]byte("%253a"), []byte("%252f%252f")},
 }
 
 func upper(c byte) byte {
@@ -339,20 +400,54 @@ func (m *Matcher) Next(buf []byte, from, limit, lo int) (Match, bool) {
 	if limit > len(buf) {
 		limit = len(buf)
 	}
-	for i := from; i < limit; i++ {
-		cands := m.byFirst[buf[i]]
-		if len(cands) == 0 {
-			continue
-		}
-		for _, ti := range cands {
-			t := &m.tokens[ti]
-			end := i + len(t.text)
-			if end > len(buf) || !equalFoldLower(buf[i:end], t.text) {
+	sp := &m.special
+	for i := from; i < limit; {
+		// eight bytes at a time while none of them can start a match
+		if i+8 <= limit {
+			w := buf[i : i+8 : i+8]
+			if sp[w[0]]|sp[w[1]]|sp[w[2]]|sp[w[3]]|sp[w[4]]|sp[w[5]]|sp[w[6]]|sp[w[7]] == 0 {
+				i += 8
 				continue
 			}
-			if mt, ok := m.confirm(buf, i, end, t.kind, lo); ok {
+		}
+		if sp[buf[i]] != 0 {
+			if mt, ok := m.matchAt(buf, i, lo); ok {
 				return mt, true
 			}
+		}
+		i++
+	}
+	return Match{}, false
+}
+
+// matchAt tries every way a match can start at buf[i], a special byte.
+func (m *Matcher) matchAt(buf []byte, i, lo int) (Match, bool) {
+	c := buf[i]
+	if c == '[' && m.ips != nil {
+		if mt, ok := m.literalIPv6(buf, i, lo); ok {
+			return mt, true
+		}
+	}
+	if m.hasV4 && (c == '/' || c == '%') {
+		if j := slashesEnd(buf, i); j > 0 && j < len(buf) && '0' <= buf[j] && buf[j] <= '9' {
+			if mt, ok := m.literalIPv4(buf, j, lo); ok {
+				return mt, true
+			}
+		}
+	}
+	if i+1 < len(buf) {
+		if n := buf[i+1]; m.pairs[c][n>>6]&(1<<(n&63)) == 0 {
+			return Match{}, false
+		}
+	}
+	for _, ti := range m.byFirst[c] {
+		t := &m.tokens[ti]
+		end := i + len(t.text)
+		if end > len(buf) || !equalFoldLower(buf[i:end], t.text) {
+			continue
+		}
+		if mt, ok := m.confirm(buf, i, end, t.kind, lo); ok {
+			return mt, true
 		}
 	}
 	return Match{}, false
@@ -361,14 +456,19 @@ func (m *Matcher) Next(buf []byte, from, limit, lo int) (Match, bool) {
 // confirm checks the boundaries around a token found at buf[i:end], extends
 // it with a port and a scheme prefix, and returns the match.
 func (m *Matcher) confirm(buf []byte, i, end int, kind tokenKind, lo int) (Match, bool) {
-	// left boundary
+	// left boundary: a host byte before the token is another name, unless
+	// it ends a percent-encoded delimiter ("%2F")
 	if kind != kindBracket && i > 0 {
 		p := buf[i-1]
 		switch {
 		case kind == kindBareIPv6 && (isHex(p) || p == ':' || p == '.'):
-			return Match{}, false
+			if !percentBefore(buf, i) {
+				return Match{}, false
+			}
 		case isHostByte(p):
-			return Match{}, false
+			if !percentBefore(buf, i) {
+				return Match{}, false
+			}
 		case p == '.' && i > 1 && isHostByte(buf[i-2]):
 			return Match{}, false // a subdomain of the identity, another host
 		}
@@ -386,22 +486,45 @@ func (m *Matcher) confirm(buf []byte, i, end int, kind tokenKind, lo int) (Match
 		}
 	}
 	mt := Match{Start: i, End: end}
-	// port
-	if kind != kindBareIPv6 && end < len(buf) && buf[end] == ':' {
-		j := end + 1
-		for j < len(buf) && j-end-1 < 6 && '0' <= buf[j] && buf[j] <= '9' {
-			j++
+	// a trailing dot (the fully qualified name) is part of the host when
+	// a port or a path follows; in prose it is a full stop and stays
+	if kind != kindBareIPv6 && end+1 < len(buf) && buf[end] == '.' {
+		switch n := buf[end+1]; {
+		case n == '/' || n == '?' || n == '#', n == '%' && end+3 < len(buf) && (buf[end+2] == '2' || buf[end+2] == '3'):
+			mt.End++
+		case n == ':' && end+2 < len(buf) && '0' <= buf[end+2] && buf[end+2] <= '9':
+			mt.End++
 		}
-		digits := j - end - 1
-		if digits >= 1 && digits <= 5 && (j == len(buf) || !isAlnum(buf[j])) {
-			mt.End, mt.HasPort = j, true
+	}
+	// port
+	if kind != kindBareIPv6 && mt.End < len(buf) && (buf[mt.End] == ':' || buf[mt.End] == '%') {
+		for level, sep := range separators {
+			j := mt.End + len(sep.colon)
+			if j > len(buf) || !equalFoldLower(buf[mt.End:j], sep.colon) {
+				continue
+			}
+			d := j
+			for d < len(buf) && d-j < 6 && '0' <= buf[d] && buf[d] <= '9' {
+				d++
+			}
+			if digits := d - j; digits >= 1 && digits <= 5 && (d == len(buf) || !isAlnum(buf[d])) {
+				mt.End, mt.HasPort, mt.Encoded = d, true, uint8(level)
+			}
+			break
 		}
 	}
 	// scheme prefix
-	if i-2 >= lo && buf[i-1] == '/' && buf[i-2] == '/' {
-		mt.Start, mt.Form = i-2, FormSlashes
-		s := i - 3
-		if s >= lo && buf[s] == ':' {
+	for level, sep := range separators {
+		if i == 0 || buf[i-1] != '/' && buf[i-1] != 'f' && buf[i-1] != 'F' {
+			break
+		}
+		s := i - len(sep.slashes)
+		if s < lo || !equalFoldLower(buf[s:i], sep.slashes) {
+			continue
+		}
+		mt.Start, mt.Form, mt.Encoded = s, FormSlashes, uint8(level)
+		s -= len(sep.colon)
+		if s >= lo && equalFoldLower(buf[s:s+len(sep.colon)], sep.colon) {
 			for _, sc := range [...]struct {
 				name string
 				form Form
@@ -413,8 +536,164 @@ func (m *Matcher) confirm(buf []byte, i, end int, kind tokenKind, lo int) (Match
 				}
 			}
 		}
+		break
 	}
 	return mt, true
+}
+
+// percentBefore reports whether buf[:i] ends with a percent-encoded byte,
+// once or twice ("%2F", "%252F"): a delimiter, not part of a host name.
+func percentBefore(buf []byte, i int) bool {
+	if i < 3 || !isHex(buf[i-2]) || !isHex(buf[i-1]) {
+		return false
+	}
+	return buf[i-3] == '%' || i >= 5 && buf[i-5] == '%' && buf[i-4] == '2' && buf[i-3] == '5' // "%2F", "%252F"
+}
+
+// slashesEnd returns the index after the "//" (or "%2F%2F", "%252F%252F")
+// that starts at buf[i], or -1.
+func slashesEnd(buf []byte, i int) int {
+	for _, sep := range separators {
+		if e := i + len(sep.slashes); e <= len(buf) && equalFoldLower(buf[i:e], sep.slashes) {
+			return e
+		}
+	}
+	return -1
+}
+
+// literalIPv6 matches an IPv6 literal in brackets at buf[i] in any
+// spelling (zeros compressed anywhere or not, groups padded or not,
+// IPv4-mapped) that names an IP identity.
+func (m *Matcher) literalIPv6(buf []byte, i, lo int) (Match, bool) {
+	end := i + 1
+	for end < len(buf) && end-i < maxLiteral && (isHex(buf[end]) || buf[end] == ':' || buf[end] == '.') {
+		end++
+	}
+	if end >= len(buf) || buf[end] != ']' || end == i+1 {
+		return Match{}, false
+	}
+	ip, err := netip.ParseAddr(unsafe.String(&buf[i+1], end-i-1))
+	if err != nil || !ip.Is6() {
+		return Match{}, false
+	}
+	if _, ok := m.ips[ip.Unmap()]; !ok {
+		return Match{}, false
+	}
+	return m.confirm(buf, i, end+1, kindBracket, lo)
+}
+
+// literalIPv4 matches the host of a URL at buf[i] that a URL parser reads
+// as an IPv4 identity: one to four parts, each decimal, octal (leading 0)
+// or hex (0x), as in http://167772170/, http://012.0.0.012/,
+// http://0x0a00000a/ (the WHATWG URL standard's IPv4 parser).
+func (m *Matcher) literalIPv4(buf []byte, i, lo int) (Match, bool) {
+	end := i
+	for end < len(buf) && end-i < maxLiteral && (isHex(buf[end]) || buf[end] == 'x' || buf[end] == 'X' || buf[end] == '.') {
+		end++
+	}
+	host := buf[i:end]
+	for len(host) > 0 && host[len(host)-1] == '.' {
+		host = host[:len(host)-1] // a trailing dot: confirm takes it in
+	}
+	ip, ok := parseURLIPv4(host)
+	if !ok {
+		return Match{}, false
+	}
+	if _, ok := m.ips[ip]; !ok {
+		return Match{}, false
+	}
+	return m.confirm(buf, i, i+len(host), kindName, lo)
+}
+
+// parseURLIPv4 parses an IPv4 address as the WHATWG URL standard does.
+func parseURLIPv4(s []byte) (netip.Addr, bool) {
+	var parts [4]uint64
+	n := 0
+	for len(s) > 0 {
+		if n == 4 {
+			return netip.Addr{}, false
+		}
+		part := s
+		if j := indexByte(s, '.'); j >= 0 {
+			part, s = s[:j], s[j+1:]
+			if len(s) == 0 {
+				return netip.Addr{}, false
+			}
+		} else {
+			s = nil
+		}
+		v, ok := parseURLIPv4Part(part)
+		if !ok {
+			return netip.Addr{}, false
+		}
+		parts[n] = v
+		n++
+	}
+	if n == 0 {
+		return netip.Addr{}, false
+	}
+	for k := 0; k < n-1; k++ {
+		if parts[k] > 255 {
+			return netip.Addr{}, false
+		}
+	}
+	last := parts[n-1]
+	if last >= 1<<(8*(5-n)) {
+		return netip.Addr{}, false
+	}
+	var v uint32
+	for k := 0; k < n-1; k++ {
+		v |= uint32(parts[k]) << (8 * (3 - k))
+	}
+	v |= uint32(last)
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), true
+}
+
+// parseURLIPv4Part parses one part: decimal, 0-prefixed octal or 0x hex.
+func parseURLIPv4Part(p []byte) (uint64, bool) {
+	base := uint64(10)
+	switch {
+	case len(p) >= 2 && p[0] == '0' && (p[1] == 'x' || p[1] == 'X'):
+		base, p = 16, p[2:]
+		if len(p) == 0 {
+			return 0, true
+		}
+	case len(p) >= 2 && p[0] == '0':
+		base, p = 8, p[1:]
+	case len(p) == 0:
+		return 0, false
+	}
+	var v uint64
+	for _, c := range p {
+		var d uint64
+		switch {
+		case '0' <= c && c <= '9':
+			d = uint64(c - '0')
+		case 'a' <= c && c <= 'f':
+			d = uint64(c-'a') + 10
+		case 'A' <= c && c <= 'F':
+			d = uint64(c-'A') + 10
+		default:
+			return 0, false
+		}
+		if d >= base {
+			return 0, false
+		}
+		v = v*base + d
+		if v > 1<<32 {
+			return 0, false
+		}
+	}
+	return v, true
+}
+
+func indexByte(b []byte, c byte) int {
+	for i := range b {
+		if b[i] == c {
+			return i
+		}
+	}
+	return -1
 }
 
 // Public is what identities become: the public site's scheme, host name and
@@ -427,8 +706,9 @@ type Public struct {
 	// Port is the explicit port, or "" for the scheme's default.
 	Port string
 
-	// the replacement of each form
-	bOrigin, bWS, bSlashes, bHostport, bHost []byte
+	// the replacement of each form, by encoding level of the separators
+	bOrigin, bWS, bSlashes, bHostport [3][]byte
+	bHost                             []byte
 }
 
 // ParsePublic parses the public origin, e.g. "https://example.com" or
@@ -493,8 +773,15 @@ func NewPublic(scheme, host, port string) Public {
 	if scheme == "http" {
 		ws = "ws"
 	}
-	p.bOrigin, p.bWS, p.bSlashes = []byte(scheme+"://"+hostport), []byte(ws+"://"+hostport), []byte("//"+hostport)
-	p.bHostport, p.bHost = []byte(hostport), []byte(host)
+	for level := range separators {
+		sep := separators[level]
+		enc := strings.NewReplacer(":", strings.ToUpper(string(sep.colon)), "/", strings.ToUpper(string(sep.slashes[:len(sep.slashes)/2])))
+		p.bOrigin[level] = []byte(enc.Replace(scheme + "://" + hostport))
+		p.bWS[level] = []byte(enc.Replace(ws + "://" + hostport))
+		p.bSlashes[level] = []byte(enc.Replace("//" + hostport))
+		p.bHostport[level] = []byte(enc.Replace(hostport))
+	}
+	p.bHost = []byte(host)
 	return p
 }
 
@@ -502,14 +789,14 @@ func NewPublic(scheme, host, port string) Public {
 func (p *Public) replacementBytes(mt Match) []byte {
 	switch mt.Form {
 	case FormHTTP:
-		return p.bOrigin
+		return p.bOrigin[mt.Encoded]
 	case FormWS:
-		return p.bWS
+		return p.bWS[mt.Encoded]
 	case FormSlashes:
-		return p.bSlashes
+		return p.bSlashes[mt.Encoded]
 	}
 	if mt.HasPort {
-		return p.bHostport
+		return p.bHostport[mt.Encoded]
 	}
 	return p.bHost
 }

@@ -209,35 +209,50 @@ func TestScrubHeaders(t *testing.T) {
 	}
 }
 
-func compress(t *testing.T, coding string, data []byte) []byte {
-	var b bytes.Buffer
-	var w io.WriteCloser
+// flushCloser is a compressor as the tests drive it.
+type flushCloser interface {
+	io.WriteCloser
+	Flush() error
+}
+
+func newTestCompressor(t testing.TB, coding string, w io.Writer) flushCloser {
 	switch coding {
 	case "gzip":
-		w = gzip.NewWriter(&b)
+		return gzip.NewWriter(w)
 	case "deflate":
-		w, _ = flate.NewWriter(&b, 5)
+		fw, _ := flate.NewWriter(w, 5)
+		return fw
 	case "zstd":
-		w, _ = zstd.NewWriter(&b)
+		zw, _ := zstd.NewWriter(w)
+		return zw
 	}
+	t.Fatalf("no compressor for %q", coding)
+	return nil
+}
+
+func compress(t testing.TB, coding string, data []byte) []byte {
+	var b bytes.Buffer
+	w := newTestCompressor(t, coding, &b)
 	w.Write(data)
 	w.Close()
 	return b.Bytes()
 }
 
-func decompress(t *testing.T, coding string, data []byte) []byte {
-	var r io.Reader
-	var err error
+// newTestDecompressor reads a body with the given coding.
+func newTestDecompressor(coding string, r io.Reader) (io.Reader, error) {
 	switch coding {
 	case "gzip":
-		r, err = gzip.NewReader(bytes.NewReader(data))
+		return gzip.NewReader(r)
 	case "deflate":
-		r = flate.NewReader(bytes.NewReader(data))
+		return flate.NewReader(r), nil
 	case "zstd":
-		var z *zstd.Decoder
-		z, err = zstd.NewReader(bytes.NewReader(data))
-		r = z
+		return zstd.NewReader(r)
 	}
+	return r, nil
+}
+
+func decompress(t testing.TB, coding string, data []byte) []byte {
+	r, err := newTestDecompressor(coding, bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,6 +261,23 @@ func decompress(t *testing.T, coding string, data []byte) []byte {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// partialDecode decodes what it can of a body that has not ended yet.
+func partialDecode(coding string, data []byte) string {
+	r, err := newTestDecompressor(coding, bytes.NewReader(data))
+	if err != nil {
+		return ""
+	}
+	var out bytes.Buffer
+	buf := make([]byte, 512)
+	for {
+		n, err := r.Read(buf)
+		out.Write(buf[:n])
+		if err != nil {
+			return out.String()
+		}
+	}
 }
 
 func TestBodyRewriterCodings(t *testing.T) {

@@ -3,24 +3,41 @@ package scrub
 import (
 	"errors"
 	"io"
+	"sync"
 )
 
-// ChunkSize is how much input the streaming rewriter takes before it scans
+// ChunkSize is how much input the streaming rewriter holds before it scans
 // and writes: with the carry-over of a token's length this bounds its
 // memory, whatever the body size.
 const ChunkSize = 32 << 10
 
+// maxCarry bounds what a Stream keeps between writes beyond ChunkSize: the
+// longest token (a 253-byte host name) with its port and boundary, and the
+// scheme lookback.
+const maxCarry = 512
+
+// chunkBuffers are the Streams' buffers, shared: a response whose body is
+// written in one piece never takes one, others give it back on Close.
+var chunkBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 0, ChunkSize+maxCarry)
+	return &b
+}}
+
 // Stream is a streaming body rewriter: bytes written to it come out on the
 // destination with every identity replaced. A match split across two
 // writes is found because the last few bytes of each write (the longest
-// token plus a port) are held back until the next write or Close. Memory is
-// constant: one ChunkSize buffer plus that carry.
+// token plus a port) are held back until the next write or Close. Each
+// write is scanned where it lies when nothing is held from the one before;
+// memory is constant: one ChunkSize buffer (pooled) plus that carry.
 type Stream struct {
-	m   *Matcher
-	p   *Public
-	dst io.Writer
-	buf []byte
-	// emitted: buf[:emitted] has been written out; scan: next index to scan.
+	m     *Matcher
+	p     *Public
+	dst   io.Writer
+	limit int     // how many bytes buf holds before it is scanned
+	held  *[]byte // pooled; nil while nothing is held between writes
+	// emitted: the held bytes before it are written out; scan: the next
+	// index to scan (both index the held bytes, or the write scanned in
+	// place).
 	emitted, scan int
 	matches       int
 	written       int64
@@ -30,7 +47,7 @@ type Stream struct {
 
 // NewStream returns a rewriter writing to dst.
 func NewStream(dst io.Writer, m *Matcher, p *Public) *Stream {
-	return &Stream{m: m, p: p, dst: dst, buf: make([]byte, 0, ChunkSize+m.tail()+lookback)}
+	return &Stream{m: m, p: p, dst: dst, limit: ChunkSize + min(m.tail()+lookback, maxCarry)}
 }
 
 // Matches returns how many identities were replaced so far.
@@ -47,17 +64,25 @@ func (s *Stream) Write(p []byte) (int, error) {
 	if s.closed {
 		return 0, errors.New("scrub: write after close")
 	}
+	if s.held == nil || len(*s.held) == 0 {
+		// nothing held: scan p where it is and keep only its undecided end
+		drop, err := s.process(p, false)
+		if err != nil {
+			return 0, err
+		}
+		s.hold(p[drop:])
+		return len(p), nil
+	}
 	n := 0
 	for len(p) > 0 {
-		room := cap(s.buf) - len(s.buf)
-		if room > len(p) {
-			room = len(p)
-		}
-		s.buf = append(s.buf, p[:room]...)
+		buf := *s.held
+		room := min(s.limit-len(buf), len(p))
+		buf = append(buf, p[:room]...)
+		*s.held = buf
 		p = p[room:]
 		n += room
-		if len(s.buf) == cap(s.buf) {
-			if err := s.process(false); err != nil {
+		if len(buf) == s.limit {
+			if err := s.processHeld(false); err != nil {
 				return n, err
 			}
 		}
@@ -65,24 +90,46 @@ func (s *Stream) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// hold keeps the bytes of a write that cannot be decided yet.
+func (s *Stream) hold(rest []byte) {
+	if len(rest) == 0 {
+		return
+	}
+	if s.held == nil {
+		s.held = chunkBuffers.Get().(*[]byte)
+	}
+	*s.held = append((*s.held)[:0], rest...)
+}
+
 // Flush writes out everything that can be decided now (all but the carry).
 func (s *Stream) Flush() error {
 	if s.err != nil {
 		return s.err
 	}
-	return s.process(false)
+	return s.processHeld(false)
 }
 
-// Close writes out the rest. It does not close the destination.
+// Close writes out the rest and gives the buffer back. It does not close
+// the destination.
 func (s *Stream) Close() error {
 	if s.closed {
 		return s.err
 	}
 	if s.err == nil {
-		s.err = s.process(true)
+		s.err = s.processHeld(true)
 	}
-	s.closed = true
+	s.release()
 	return s.err
+}
+
+// release gives the buffer back; the stream takes no more input.
+func (s *Stream) release() {
+	s.closed = true
+	if s.held != nil {
+		*s.held = (*s.held)[:0]
+		chunkBuffers.Put(s.held)
+		s.held = nil
+	}
 }
 
 func (s *Stream) write(b []byte) error {
@@ -97,24 +144,42 @@ func (s *Stream) write(b []byte) error {
 	return err
 }
 
-// process scans the buffer; unless final, the last tail bytes stay for the
-// next round because a token starting there cannot be confirmed yet.
-func (s *Stream) process(final bool) error {
-	limit := len(s.buf)
+// processHeld processes the held bytes and drops what is no longer needed.
+func (s *Stream) processHeld(final bool) error {
+	if s.held == nil {
+		return nil
+	}
+	buf := *s.held
+	drop, err := s.process(buf, final)
+	if err != nil {
+		return err
+	}
+	if drop > 0 {
+		*s.held = buf[:copy(buf, buf[drop:])]
+	}
+	return nil
+}
+
+// process scans data (the held bytes, or a write in place); unless final,
+// the last tail bytes stay for the next round because a token starting
+// there cannot be confirmed yet. It returns how many leading bytes of data
+// are no longer needed; emitted and scan are moved down by as many.
+func (s *Stream) process(data []byte, final bool) (int, error) {
+	limit := len(data)
 	if !final {
 		limit -= s.m.tail()
 	}
 	if !s.m.Empty() {
 		for s.scan < limit {
-			mt, ok := s.m.Next(s.buf, s.scan, limit, s.emitted)
+			mt, ok := s.m.Next(data, s.scan, limit, s.emitted)
 			if !ok {
 				break
 			}
-			if err := s.write(s.buf[s.emitted:mt.Start]); err != nil {
-				return err
+			if err := s.write(data[s.emitted:mt.Start]); err != nil {
+				return 0, err
 			}
 			if err := s.write(s.p.replacementBytes(mt)); err != nil {
-				return err
+				return 0, err
 			}
 			s.emitted, s.scan = mt.End, mt.End
 			s.matches++
@@ -127,21 +192,20 @@ func (s *Stream) process(final bool) error {
 	// that a scheme prefix before the next token can still be rewritten.
 	out := s.scan - lookback
 	if final {
-		out = len(s.buf)
+		out = len(data)
 	}
 	if out > s.emitted {
-		if err := s.write(s.buf[s.emitted:out]); err != nil {
-			return err
+		if err := s.write(data[s.emitted:out]); err != nil {
+			return 0, err
 		}
 		s.emitted = out
 	}
 	// drop what is no longer needed, keeping one boundary byte before scan
-	drop := min(s.emitted, s.scan-lookback)
-	if drop > 0 {
-		n := copy(s.buf, s.buf[drop:])
-		s.buf = s.buf[:n]
-		s.emitted -= drop
-		s.scan -= drop
+	drop := max(min(s.emitted, s.scan-lookback), 0)
+	if final {
+		drop = len(data)
 	}
-	return nil
+	s.emitted -= drop
+	s.scan -= drop
+	return drop, nil
 }

@@ -1,4 +1,8 @@
-package scrub
+// Package sign is the engine of origin_lock: the edge's request signature
+// (an HMAC over the request and the client it came from), its strict
+// parser, the verifier and the bounded replay cache. It imports no Caddy
+// package.
+package sign
 
 import (
 	"crypto/hmac"
@@ -11,12 +15,11 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
-// SignatureHeader is the request header that carries the edge's signature.
-const SignatureHeader = "Rampart-Edge-Signature"
+// Header is the request header that carries the edge's signature.
+const Header = "Rampart-Edge-Signature"
 
 // MinKeyLen is the shortest accepted signing key, in bytes.
 const MinKeyLen = 16
@@ -107,9 +110,9 @@ func (k Key) Sign(s Signed) string {
 	return b.String()
 }
 
-// ParseSignature parses a signature header strictly: every field exactly
+// Parse parses a signature header strictly: every field exactly
 // once, nothing else.
-func ParseSignature(v string) (Signature, error) {
+func Parse(v string) (Signature, error) {
 	var sig Signature
 	if len(v) > maxSignatureLen {
 		return sig, errors.New("signature header too long")
@@ -224,7 +227,7 @@ func (v *Verifier) Verify(header, method, host, uri string) (Signature, error) {
 	if header == "" {
 		return Signature{}, ErrMissing
 	}
-	sig, err := ParseSignature(header)
+	sig, err := Parse(header)
 	if err != nil {
 		return sig, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
@@ -247,60 +250,4 @@ func (v *Verifier) Verify(header, method, host, uri string) (Signature, error) {
 		}
 	}
 	return sig, nil
-}
-
-// ReplayCache remembers nonces in two generations that rotate every window:
-// a nonce is remembered for at least one window and at most two. Its size is
-// bounded: when the current generation is full new nonces are refused
-// (fail closed) rather than forgetting fresh ones.
-type ReplayCache struct {
-	mu       sync.Mutex
-	window   time.Duration
-	capacity int
-	start    time.Time
-	cur, old map[[nonceLen]byte]struct{}
-}
-
-// NewReplayCache returns a cache; window should be at least twice the
-// verifier's max skew. capacity bounds each generation.
-func NewReplayCache(window time.Duration, capacity int) *ReplayCache {
-	return &ReplayCache{window: window, capacity: capacity,
-		cur: make(map[[nonceLen]byte]struct{}), old: make(map[[nonceLen]byte]struct{})}
-}
-
-// Add records a nonce, or fails with ErrReplay if it was seen, or
-// ErrCacheFull.
-func (c *ReplayCache) Add(n [nonceLen]byte, now time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.start.IsZero() {
-		c.start = now
-	}
-	if el := now.Sub(c.start); el >= c.window {
-		if el >= 2*c.window {
-			c.old = make(map[[nonceLen]byte]struct{})
-		} else {
-			c.old = c.cur
-		}
-		c.cur = make(map[[nonceLen]byte]struct{}, len(c.old))
-		c.start = now
-	}
-	if _, ok := c.cur[n]; ok {
-		return ErrReplay
-	}
-	if _, ok := c.old[n]; ok {
-		return ErrReplay
-	}
-	if len(c.cur) >= c.capacity {
-		return ErrCacheFull
-	}
-	c.cur[n] = struct{}{}
-	return nil
-}
-
-// Len returns how many nonces are remembered.
-func (c *ReplayCache) Len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.cur) + len(c.old)
 }
