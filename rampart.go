@@ -11,7 +11,8 @@ import (
 	// ...), and proxy_v2 and stick have layer4 handlers for the layer4 app.
 	_ "github.com/mholt/caddy-l4"
 
-	_ "github.com/rampart-edge/caddy-rampart/caddyfile"
+	_ "github.com/rampart-edge/caddy-rampart/caddyfile" // with cache-handler's `cache`
+	_ "github.com/rampart-edge/caddy-rampart/modules/cache"
 	_ "github.com/rampart-edge/caddy-rampart/modules/hideorigin"
 	_ "github.com/rampart-edge/caddy-rampart/modules/passthrough"
 	_ "github.com/rampart-edge/caddy-rampart/modules/proxyv2"

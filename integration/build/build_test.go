@@ -121,9 +121,11 @@ func TestBinaryFromXcaddyJSON(t *testing.T) {
 		t.Fatalf("found only %d Rampart modules in this test binary: %v", len(want), want)
 	}
 	// What the suite's generated configs and the README's examples use
-	// besides its own modules: caddy-l4's app, matchers and handlers.
+	// besides its own modules: caddy-l4's app, matchers and handlers, and
+	// cache-handler's app and handler.
 	want = append(want, "layer4", "layer4.matchers.tls", "layer4.matchers.proxy_protocol",
-		"layer4.handlers.proxy", "layer4.handlers.subroute", "tls.handshake_match.sni")
+		"layer4.handlers.proxy", "layer4.handlers.subroute", "tls.handshake_match.sni",
+		"cache", "http.handlers.cache")
 	for _, id := range want {
 		if !listed[id] {
 			t.Errorf("module %s is missing from the built binary's list-modules", id)
