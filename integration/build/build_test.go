@@ -95,12 +95,10 @@ func TestBinaryFromXcaddyJSON(t *testing.T) {
 		t.Skip("builds a Caddy binary; skipped with -short")
 	}
 	bin := harness.BuildCaddy(t)
-	home := t.TempDir()
+	setUserEnv(t, t.TempDir())
 	run := func(args ...string) string {
 		t.Helper()
-		cmd := exec.Command(bin, args...)
-		cmd.Env = userEnv(home, "")
-		out, err := cmd.CombinedOutput()
+		out, err := exec.Command(bin, args...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("caddy %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
@@ -139,9 +137,7 @@ func TestBinaryFromXcaddyJSON(t *testing.T) {
 	for _, file := range examples {
 		name := filepath.Base(filepath.Dir(file))
 		t.Run("validate/"+name, func(t *testing.T) {
-			cmd := exec.Command(bin, "validate", "--config", file)
-			cmd.Env = userEnv(home, "")
-			if out, err := cmd.CombinedOutput(); err != nil {
+			if out, err := exec.Command(bin, "validate", "--config", file).CombinedOutput(); err != nil {
 				t.Errorf("caddy validate --config %s: %v\n%s", file, err, out)
 			}
 		})
@@ -186,17 +182,14 @@ func TestBinaryFromXcaddyJSON(t *testing.T) {
 	}
 }
 
-// userEnv is the environment of a user's shell in a fresh home: Caddy's
-// storage and autosave go under home, the admin endpoint listens on admin
-// (when not empty), and the key the hideorigin example reads is set.
-func userEnv(home, admin string) []string {
-	env := append(os.Environ(), "HOME="+home, "XDG_DATA_HOME="+filepath.Join(home, "data"),
-		"XDG_CONFIG_HOME="+filepath.Join(home, "config"),
-		"RAMPART_EDGE_KEY=YnVpbGQtdGVzdC1rZXktMzItYnl0ZXMtbG9uZy1vaw==")
-	if admin != "" {
-		env = append(env, "CADDY_ADMIN="+admin)
-	}
-	return env
+// setUserEnv gives the test (and the commands it runs) the environment of
+// a user's shell in a fresh home: Caddy's storage and autosave go under
+// home, and the key the hideorigin example reads is set.
+func setUserEnv(t *testing.T, home string) {
+	t.Setenv("HOME", home)
+	t.Setenv("XDG_DATA_HOME", filepath.Join(home, "data"))
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(home, "config"))
+	t.Setenv("RAMPART_EDGE_KEY", "YnVpbGQtdGVzdC1rZXktMzItYnl0ZXMtbG9uZy1vaw==")
 }
 
 // portPattern finds the ports a Caddyfile names: after a colon or after
@@ -204,9 +197,9 @@ func userEnv(home, admin string) []string {
 var portPattern = regexp.MustCompile(`(:|_port )(\d{4,5})\b`)
 
 // startExample runs `caddy run` on an example with every port it names
-// moved to a free one, waits until each listens, and stops it (through the
-// admin API, as `caddy stop` does) when the test ends. It returns the map
-// from the example's ports to the ones used.
+// moved to a free one, waits until each listens, and stops it through the
+// admin API (`caddy stop`) when the test ends. It returns the map from the
+// example's ports to the ones used.
 func startExample(t *testing.T, bin, file string) map[int]int {
 	t.Helper()
 	data, err := os.ReadFile(file)
@@ -235,77 +228,29 @@ func startExample(t *testing.T, bin, file string) map[int]int {
 		t.Fatal(err)
 	}
 	admin := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	cmd := exec.CommandContext(ctx, bin, "run", "--config", config)
-	cmd.Env = userEnv(dir, admin)
-	out := &strings.Builder{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	var runErr error
-	exited := make(chan struct{})
-	go func() { runErr = cmd.Wait(); close(exited) }()
+	setUserEnv(t, dir)
+	t.Setenv("CADDY_ADMIN", admin)
+	harness.Start(t, admin, bin, "run", "--config", config)
 	t.Cleanup(func() {
-		defer cancel()
-		select {
-		case <-exited:
-			return // the test has failed already, with the output
-		default:
-		}
-		stop := exec.Command(bin, "stop", "--address", admin)
-		stop.Env = cmd.Env
-		if msg, err := stop.CombinedOutput(); err != nil {
+		if msg, err := exec.Command(bin, "stop", "--address", admin).CombinedOutput(); err != nil {
 			t.Errorf("caddy stop: %v\n%s", err, msg)
 		}
-		select {
-		case <-exited:
-			if runErr != nil {
-				t.Errorf("caddy run exited with %v after caddy stop", runErr)
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			conn, err := net.DialTimeout("tcp", admin, 200*time.Millisecond)
+			if err != nil {
+				return
 			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("caddy run still running 15s after caddy stop")
-			cancel()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("caddy run --config %s (ports %v):\n%s", file, port, out.String())
+			conn.Close()
+			if time.Now().After(deadline) {
+				t.Errorf("caddy run still listens on %s 15s after caddy stop", admin)
+				return
+			}
 		}
 	})
-	for _, p := range append(mapValues(port), portOf(admin)) {
-		addr := fmt.Sprintf("127.0.0.1:%d", p)
-		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-			if err == nil {
-				conn.Close()
-				break
-			}
-			select {
-			case <-exited:
-				t.Fatalf("caddy run --config %s exited (%v):\n%s", file, runErr, out.String())
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s (from %s) is not listening after 30s", addr, file)
-			}
-		}
+	for _, p := range port {
+		harness.WaitListening(t, fmt.Sprintf("127.0.0.1:%d", p), 30*time.Second)
 	}
 	return port
-}
-
-func mapValues(m map[int]int) []int {
-	var v []int
-	for _, p := range m {
-		v = append(v, p)
-	}
-	return v
-}
-
-func portOf(addr string) int {
-	_, p, _ := net.SplitHostPort(addr)
-	n, _ := strconv.Atoi(p)
-	return n
 }
 
 // get fetches url over loopback (like curl -k, sending serverName as SNI
