@@ -35,6 +35,7 @@ func init() {
 // when the `cache` global option enables it (`api { souin }`). It has no
 // configuration of its own.
 type PurgeAPI struct {
+	ctx  caddy.Context
 	app  *httpcache.SouinApp
 	path string // base path of the Souin API, e.g. /souin-api/souin
 
@@ -71,7 +72,7 @@ func (a *PurgeAPI) Provision(ctx caddy.Context) error {
 	if path == "" {
 		path = "/souin"
 	}
-	a.app, a.path = souin, base+path
+	a.ctx, a.app, a.path = ctx, souin, base+path
 	return nil
 }
 
@@ -85,6 +86,13 @@ func (a *PurgeAPI) Routes() []caddy.AdminRoute {
 }
 
 func (a *PurgeAPI) serve(w http.ResponseWriter, r *http.Request) error {
+	// Caddy starts the admin endpoint before it provisions the apps, and
+	// the handlers hand the cache app its storages while they provision:
+	// until this config is the running one they are not there yet (and
+	// reading them would race with their writer).
+	if caddy.ActiveContext().Context != a.ctx.Context {
+		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: errors.New("the config is still loading")}
+	}
 	if r.Method == "PURGE" && strings.TrimSuffix(r.URL.Path, "/") == a.path+"/flush" {
 		a.flush()
 		w.WriteHeader(http.StatusNoContent)
