@@ -215,6 +215,13 @@ func TestQuickstartCaches(t *testing.T) {
 	if code, keys := c.AdminRequest(http.MethodGet, "/souin-api/souin", nil); code != http.StatusOK || keys != `["GET-http-localhost:8080-/"]` {
 		t.Errorf("GET /souin-api/souin: %d %s", code, keys)
 	}
+	// The https site has its own entry, rewritten for https.
+	for range 2 {
+		resp, body := get(t, "https://localhost:8443/")
+		if !strings.Contains(body, `href="https://localhost:8443/login"`) || strings.Contains(body, "http://localhost:8080") {
+			t.Errorf("https page (%s) is not the one rewritten for https: %q", status(resp), body)
+		}
+	}
 
 	// One URL.
 	purge := `{"type": "uri-prefix", "selectors": ["localhost:8080/"], "purge": true}`
@@ -244,13 +251,13 @@ func TestQuickstartCaches(t *testing.T) {
 	}
 
 	// The limit holds for hits: 20 requests in 10s, whether from the
-	// cache or not (6 so far).
+	// cache or not (8 so far, both sites count).
 	var codes []int
 	for range 16 {
 		resp, _ := get(t, site+"/")
 		codes = append(codes, resp.StatusCode)
 	}
-	if codes[13] != http.StatusOK || codes[14] != http.StatusTooManyRequests || codes[15] != http.StatusTooManyRequests {
-		t.Errorf("requests 7-22 from one client: %v, want 200 up to the 20th, then 429", codes)
+	if codes[11] != http.StatusOK || codes[12] != http.StatusTooManyRequests || codes[15] != http.StatusTooManyRequests {
+		t.Errorf("requests 9-24 from one client: %v, want 200 up to the 20th, then 429", codes)
 	}
 }
