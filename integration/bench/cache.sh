@@ -16,24 +16,15 @@
 # the same origin. A miss is a request with `Cache-Control: no-cache`: the
 # edge asks the origin again, hide_origin rewrites the page, the cache
 # stores it. All ports are free loopback ports chosen at start.
-set -euo pipefail
 cd "$(dirname "$0")/../.."
-ROUNDS=${ROUNDS:-6}
-DURATION=${DURATION:-3s}
-CONNS=${CONNS:-32}
-THREADS=${THREADS:-1}
-for bin in wrk:wrk nginx:nginx-light curl:curl python3:python3 bc:bc; do
-	command -v "${bin%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${bin%%:*}" ] || { echo "missing ${bin%%:*}: apt-get install ${bin#*:}" >&2; exit 2; }
-done
+source integration/bench/lib.sh
+ROUNDS=${ROUNDS:-6} DURATION=${DURATION:-3s} CONNS=${CONNS:-32} THREADS=${THREADS:-1}
+need wrk wrk; need nginx nginx-light; need curl curl; need python3 python3; need bc bc
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-work=$(mktemp -d)
+work=$BENCH_DIR
 chmod 755 "$work" # nginx workers (www-data when started as root) write their cache under it
-BIN=$work/caddy
-go build -o "$BIN" ./cmd/caddy
-
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+CADDY=$work/caddy
+build_caddy
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 ORIGIN=$(free_port); EDGE=$(free_port); NGX=$(free_port)
 
@@ -111,17 +102,15 @@ http {
 	}
 }
 CFG
-for c in origin edge; do
-	"$BIN" run --adapter caddyfile --config "$work/$c" >"$work/$c.log" 2>&1 &
-	pids+=($!)
-done
-EDGE_PID=${pids[1]}
+"$CADDY" run --adapter caddyfile --config "$work/origin" >"$work/origin.log" 2>&1 &
+BENCH_PIDS+=($!)
+"$CADDY" run --adapter caddyfile --config "$work/edge" >"$work/edge.log" 2>&1 &
+EDGE_PID=$!
+BENCH_PIDS+=($EDGE_PID)
 "$NGINX" -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' >"$work/nginx.log" 2>&1 &
-pids+=($!)
 NGX_PID=$!
-for p in $ORIGIN $EDGE $NGX; do
-	for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$p/1k.html" && break; sleep 0.1; done
-done
+BENCH_PIDS+=($NGX_PID)
+for p in $ORIGIN $EDGE $NGX; do wait_port "$p"; done
 
 # Warm both caches and check that the next request is a hit with a
 # scrubbed body.
