@@ -1,12 +1,12 @@
 // Command caddy is the Caddy binary with the standard modules and the whole
-// Rampart suite: the same main that xcaddy generates for this module.
+// Rampart suite: the main that `xcaddy build --with
+// github.com/rampart-edge/caddy-rampart` generates.
 package main
 
 import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
-	_ "github.com/mholt/caddy-l4"
 	_ "github.com/rampart-edge/caddy-rampart"
 )
 

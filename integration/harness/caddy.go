@@ -15,7 +15,6 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile" // the Caddyfile adapter
 	_ "github.com/caddyserver/caddy/v2/modules/standard"          // what cmd/caddy has
-	_ "github.com/mholt/caddy-l4"
 
 	_ "github.com/rampart-edge/caddy-rampart" // every Rampart module
 )

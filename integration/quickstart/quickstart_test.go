@@ -188,3 +188,76 @@ func TestQuickstartPassthrough(t *testing.T) {
 		t.Errorf("a plain-text connection to :8443 got %d bytes back", n)
 	}
 }
+
+// TestQuickstartCaches follows the caching walkthrough: the demo page is a
+// miss, then a hit, both scrubbed; the cache's API on the admin endpoint
+// lists it, purges it, and flushes everything; the same request to the
+// public site purges nothing; the per-IP limit holds for pages from the
+// cache.
+func TestQuickstartCaches(t *testing.T) {
+	c := startQuickstart(t)
+	status := func(resp *http.Response) string {
+		return resp.Header.Get("Cache-Status")
+	}
+	const site = "http://localhost:8080"
+	miss, missBody := get(t, site+"/")
+	hit, hitBody := get(t, site+"/")
+	if !strings.Contains(status(miss), "fwd=uri-miss; stored") || !strings.Contains(status(hit), "; hit;") {
+		t.Fatalf("Cache-Status: %q then %q, want a miss (stored) then a hit", status(miss), status(hit))
+	}
+	if hitBody != missBody || strings.Contains(hitBody, "10.0.0.10") || hit.Header.Get("Server") != "" ||
+		hit.Header.Get("X-Powered-By") != "" || !strings.Contains(hitBody, `href="`+site+`/login"`) {
+		t.Errorf("the hit is not the scrubbed page: %v %q", hit.Header, hitBody)
+	}
+	if hit.Header.Get("X-Rate-10s") != "2" {
+		t.Errorf("X-Rate-10s on the hit = %q, want 2 (the client's own rate, not the stored one)", hit.Header.Get("X-Rate-10s"))
+	}
+	if code, keys := c.AdminRequest(http.MethodGet, "/souin-api/souin", nil); code != http.StatusOK || keys != `["GET-http-localhost:8080-/"]` {
+		t.Errorf("GET /souin-api/souin: %d %s", code, keys)
+	}
+	// The https site has its own entry, rewritten for https.
+	for range 2 {
+		resp, body := get(t, "https://localhost:8443/")
+		if !strings.Contains(body, `href="https://localhost:8443/login"`) || strings.Contains(body, "http://localhost:8080") {
+			t.Errorf("https page (%s) is not the one rewritten for https: %q", status(resp), body)
+		}
+	}
+
+	// One URL.
+	purge := `{"type": "uri-prefix", "selectors": ["localhost:8080/"], "purge": true}`
+	if code, body := c.AdminRequest(http.MethodPost, "/souin-api/souin", strings.NewReader(purge)); code != http.StatusOK {
+		t.Fatalf("purge one URL: %d %s", code, body)
+	}
+	if resp, _ := get(t, site+"/"); !strings.Contains(status(resp), "fwd=uri-miss; stored") {
+		t.Errorf("after the purge: %q, want a miss", status(resp))
+	}
+	// Not from the public site: the demo origin answers PURGE like any
+	// request, and the page stays cached.
+	req, _ := http.NewRequest("PURGE", site+"/souin-api/souin/flush", nil)
+	if resp, err := client.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+	}
+	if resp, _ := get(t, site+"/"); !strings.Contains(status(resp), "; hit;") {
+		t.Errorf("a PURGE to the public site emptied the cache: %q", status(resp))
+	}
+	// Everything.
+	if code, body := c.AdminRequest("PURGE", "/souin-api/souin/flush", nil); code != http.StatusNoContent {
+		t.Fatalf("PURGE flush: %d %s", code, body)
+	}
+	if resp, _ := get(t, site+"/"); !strings.Contains(status(resp), "fwd=uri-miss; stored") {
+		t.Errorf("after the flush: %q, want a miss", status(resp))
+	}
+
+	// The limit holds for hits: 20 requests in 10s, whether from the
+	// cache or not (8 so far, both sites count).
+	var codes []int
+	for range 16 {
+		resp, _ := get(t, site+"/")
+		codes = append(codes, resp.StatusCode)
+	}
+	if codes[11] != http.StatusOK || codes[12] != http.StatusTooManyRequests || codes[15] != http.StatusTooManyRequests {
+		t.Errorf("requests 9-24 from one client: %v, want 200 up to the 20th, then 429", codes)
+	}
+}
