@@ -223,3 +223,38 @@ func TestAdminAPI(t *testing.T) {
 		}
 	}
 }
+
+// TestTarpitHandleErrors: tarpit answers through Caddy's error handling
+// (after its delay), so a site's handle_errors renders its own 429 page,
+// with Retry-After still set and the request still counted as an error.
+func TestTarpitHandleErrors(t *testing.T) {
+	port := harness.FreePort(t)
+	c := harness.RunCaddyfile(t, fmt.Sprintf(`{
+	auto_https off
+	stick_table per_ip {
+		type ip
+		size 1k
+		store http_err_cnt
+	}
+}
+
+:%d {
+	track per_ip {client_ip}
+	tarpit 200ms
+	handle_errors 429 {
+		respond "slow down: {err.status_code}" 429
+	}
+}
+`, port))
+	start := time.Now()
+	status, hdr, body := get(t, client(), fmt.Sprintf("http://127.0.0.1:%d/", port))
+	if took := time.Since(start); took < 200*time.Millisecond {
+		t.Errorf("answered after %v, before the 200ms delay", took)
+	}
+	if status != http.StatusTooManyRequests || body != "slow down: 429" || hdr.Get("Retry-After") != "1" {
+		t.Fatalf("tarpit with handle_errors: %d %q Retry-After %q; want the site's own 429 page and Retry-After 1", status, body, hdr.Get("Retry-After"))
+	}
+	if e, _ := adminEntry(t, c, "per_ip", "127.0.0.1"); e.Values["http_err_cnt"] != 1 {
+		t.Errorf("tarpitted request not counted as an error: %v", e.Values)
+	}
+}

@@ -1,6 +1,7 @@
 package stick
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -21,16 +22,17 @@ func init() {
 }
 
 // Tarpit (`tarpit [<matcher>] <delay> [<status>]`) holds the request for the
-// delay, then answers with the status (429 by default; HAProxy's default is
-// 500) and a Retry-After header of the delay in whole seconds, without
-// running the rest of the route. A client that goes away during the delay
-// frees the request at once. Tarpitted requests count as http_err in every
-// table tracked by the request (as in HAProxy) and in
-// rampart_stick_rejections_total{layer="http"}.
+// delay, then ends it with an error of the status (429 by default; HAProxy's
+// default is 500) and a Retry-After header of the delay in whole seconds,
+// without running the rest of the route. Being an error, the answer goes
+// through the site's handle_errors, which can render its own page. A
+// client that goes away during the delay frees the request at once.
+// Tarpitted requests count as http_err in every table tracked by the
+// request (as in HAProxy) and in rampart_stick_rejections_total{layer="http"}.
 type Tarpit struct {
 	// How long to hold the request.
 	Delay caddy.Duration `json:"delay"`
-	// The response status (default 429).
+	// The response status: a 4xx or 5xx code (default 429).
 	StatusCode int `json:"status_code,omitempty"`
 }
 
@@ -50,10 +52,17 @@ func (h *Tarpit) Validate() error {
 	return nil
 }
 
-// ServeHTTP holds and answers the request.
+// errTarpitted is the error a tarpitted request ends with.
+var errTarpitted = errors.New("request tarpitted by a stick table rule")
+
+// ServeHTTP holds the request, then returns the tarpit's error.
 func (h *Tarpit) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	for _, tr := range stateOrNil(r) {
 		rejections.WithLabelValues(tr.name, layerHTTP).Inc()
+	}
+	status := h.StatusCode
+	if status == 0 {
+		status = http.StatusTooManyRequests
 	}
 	if d := time.Duration(h.Delay); d > 0 {
 		timer := time.NewTimer(d)
@@ -61,17 +70,12 @@ func (h *Tarpit) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		case <-timer.C:
 		case <-r.Context().Done():
 			timer.Stop()
-			return nil
+			return caddyhttp.Error(status, errTarpitted)
 		}
-	}
-	status := h.StatusCode
-	if status == 0 {
-		status = http.StatusTooManyRequests
 	}
 	secs := (time.Duration(h.Delay) + time.Second - 1) / time.Second
 	w.Header().Set("Retry-After", strconv.Itoa(max(int(secs), 1)))
-	w.WriteHeader(status)
-	return nil
+	return caddyhttp.Error(status, errTarpitted)
 }
 
 func stateOrNil(r *http.Request) []tracked {
