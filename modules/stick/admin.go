@@ -29,16 +29,29 @@ func init() {
 //	DELETE /stick-tables/<name>/<key>         delete one entry
 //	PUT    /stick-tables/<name>/<key>         set values: {"gpc0": 1, "gpt0": 3, "ban": "10m"}
 //
-// Errors are 4xx JSON objects {"error": "..."} naming the problem.
-type adminAPI struct{}
+// Errors are 4xx JSON objects {"error": "..."} naming the problem. The
+// router is provisioned with each config, as Caddy's PKI admin API is, and
+// serves that config's stick_tables app.
+type adminAPI struct {
+	app *App
+}
 
 // CaddyModule returns the Caddy module information.
 func (adminAPI) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "admin.api.stick_tables", New: func() caddy.Module { return new(adminAPI) }}
 }
 
+// Provision finds the config's stick_tables app, if it has one.
+func (a *adminAPI) Provision(ctx caddy.Context) error {
+	app, err := ctx.AppIfConfigured("stick_tables")
+	if err == nil {
+		a.app = app.(*App)
+	}
+	return nil
+}
+
 // Routes returns the /stick-tables/ route.
-func (a adminAPI) Routes() []caddy.AdminRoute {
+func (a *adminAPI) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{{Pattern: "/stick-tables/", Handler: caddy.AdminHandlerFunc(a.serve)}}
 }
 
@@ -81,8 +94,8 @@ type EntryJSON struct {
 	Values map[string]uint64 `json:"values"`
 }
 
-func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
-	app := current.Load()
+func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
+	app := a.app
 	if app == nil {
 		return apiErr(http.StatusNotFound, "no stick tables are configured")
 	}
@@ -387,4 +400,7 @@ func parsePut(lt *liveTable, body io.Reader) ([]table.Write, error) {
 	return writes, nil
 }
 
-var _ caddy.AdminRouter = adminAPI{}
+var (
+	_ caddy.AdminRouter = (*adminAPI)(nil)
+	_ caddy.Provisioner = (*adminAPI)(nil)
+)

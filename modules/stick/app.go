@@ -4,12 +4,12 @@ import (
 	"fmt"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/rampart-edge/caddy-rampart/internal/metrics"
 	"github.com/rampart-edge/caddy-rampart/modules/stick/table"
 )
 
@@ -27,11 +27,12 @@ type App struct {
 	// Tables by name.
 	Tables map[string]*TableConfig `json:"tables,omitempty"`
 
-	tables map[string]*liveTable
-	keys   []string
-	logger *zap.Logger
-	stop   chan struct{}
-	done   chan struct{}
+	tables    map[string]*liveTable
+	keys      []string
+	logger    *zap.Logger
+	stop      chan struct{}
+	done      chan struct{}
+	stopClock func()
 }
 
 // TableConfig is one table.
@@ -105,9 +106,6 @@ var (
 	lastSchema   = map[string]string{}
 )
 
-// current is the app of the running config, for the admin API and metrics.
-var current atomic.Pointer[App]
-
 // CaddyModule returns the Caddy module information.
 func (App) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
@@ -120,7 +118,9 @@ func (App) CaddyModule() caddy.ModuleInfo {
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	a.tables = make(map[string]*liveTable, len(a.Tables))
-	registerMetrics(ctx)
+	if err := metrics.Register(ctx, rejections, tableCollector{app: a}); err != nil {
+		return fmt.Errorf("stick tables: registering metrics: %v", err)
+	}
 	names := make([]string, 0, len(a.Tables))
 	for name := range a.Tables {
 		names = append(names, name)
@@ -175,9 +175,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Start makes the app the current one and starts the expiry sweeper.
+// Start starts the table clock and the expiry sweeper.
 func (a *App) Start() error {
-	current.Store(a)
+	a.stopClock = table.StartClock()
 	a.stop, a.done = make(chan struct{}), make(chan struct{})
 	go a.sweep()
 	return nil
@@ -201,14 +201,17 @@ func (a *App) sweep() {
 	}
 }
 
-// Stop stops the sweeper.
+// Stop stops the sweeper and ends the app's use of the table clock.
 func (a *App) Stop() error {
 	if a.stop != nil {
 		close(a.stop)
 		<-a.done
 		a.stop = nil
 	}
-	current.CompareAndSwap(a, nil)
+	if a.stopClock != nil {
+		a.stopClock()
+		a.stopClock = nil
+	}
 	return nil
 }
 
