@@ -195,10 +195,15 @@ func (h *StickBan) Provision(ctx caddy.Context) error {
 	if !ok {
 		return fmt.Errorf("stick_ban %s: the table does not store ban (add ban to its store list)", h.Table)
 	}
+	h.col = col
+	return nil
+}
+
+// Validate checks the duration.
+func (h *StickBan) Validate() error {
 	if h.Duration <= 0 {
 		return fmt.Errorf("stick_ban %s: duration %s must be positive", h.Table, time.Duration(h.Duration))
 	}
-	h.col = col
 	return nil
 }
 
@@ -271,4 +276,5 @@ var (
 	_ caddyhttp.RequestMatcherWithError = (*MatchStick)(nil)
 	_ caddy.Provisioner                 = (*MatchStick)(nil)
 	_ caddy.Validator                   = (*Tarpit)(nil)
+	_ caddy.Validator                   = (*StickBan)(nil)
 )

@@ -2,6 +2,7 @@ package stick
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -137,7 +138,7 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		}
 		return writeJSON(w, map[string]int{"deleted": 1})
 	case http.MethodPut:
-		writes, err := parsePut(lt, r.Body)
+		writes, err := parsePut(lt, http.MaxBytesReader(w, r.Body, maxBody))
 		if err != nil {
 			return err
 		}
@@ -360,11 +361,32 @@ func deleteEntries(w http.ResponseWriter, lt *liveTable, q url.Values) error {
 	return writeJSON(w, map[string]int{"deleted": n})
 }
 
-// parsePut reads {"<data>": <number>, "ban": "<duration>"|<ms>} into writes.
+// errTrailing reports data after the PUT body's JSON object.
+var errTrailing = errors.New("trailing data")
+
+// maxBody is the largest PUT body.
+const maxBody = 1 << 20
+
+// parsePut reads {"<data>": <number>, "ban": "<duration>"|<ms>} into
+// writes: one JSON object and nothing after it, at most 1 MiB.
 func parsePut(lt *liveTable, body io.Reader) ([]table.Write, error) {
 	var raw map[string]json.RawMessage
-	dec := json.NewDecoder(io.LimitReader(body, 1<<20))
-	if err := dec.Decode(&raw); err != nil {
+	dec := json.NewDecoder(body)
+	err := dec.Decode(&raw)
+	var tooBig *http.MaxBytesError
+	if err == nil {
+		if _, err = dec.Token(); err == io.EOF {
+			err = nil
+		} else if !errors.As(err, &tooBig) {
+			err = errTrailing
+		}
+	}
+	switch {
+	case errors.As(err, &tooBig):
+		return nil, apiErr(http.StatusRequestEntityTooLarge, "body is larger than 1 MiB")
+	case err == errTrailing:
+		return nil, apiErr(http.StatusBadRequest, "trailing data after the JSON object")
+	case err != nil:
 		return nil, apiErr(http.StatusBadRequest, "body is not a JSON object of values: %v", err)
 	}
 	if len(raw) == 0 {
@@ -386,9 +408,9 @@ func parsePut(lt *liveTable, body io.Reader) ([]table.Write, error) {
 		switch {
 		case json.Unmarshal(raw[name], &v) == nil:
 		case name == "ban" && json.Unmarshal(raw[name], &s) == nil:
-			d, err := table.ParseDuration(s)
-			if err != nil {
-				return nil, apiErr(http.StatusBadRequest, "ban %q: %v", s, err)
+			d, err := caddy.ParseDuration(s)
+			if err != nil || d < 0 {
+				return nil, apiErr(http.StatusBadRequest, "ban %q is not a duration such as \"10m\" (%v)", s, err)
 			}
 			v = uint64(d / time.Millisecond)
 		default:

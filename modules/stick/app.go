@@ -62,23 +62,47 @@ type TableConfig struct {
 	IPv6Prefix int `json:"ipv6_prefix,omitempty"`
 }
 
-// Schema builds and checks the table's schema; errors name the table.
-func (tc *TableConfig) Schema(name string) (*table.Schema, error) {
+// Validate checks the table and builds its schema. It holds every rule of
+// a table definition, for JSON configs and the Caddyfile alike (the
+// Caddyfile parser calls it to point at the user's line); errors name the
+// table and the offending value.
+func (tc *TableConfig) Validate(name string) (*table.Schema, error) {
+	fail := func(format string, args ...any) (*table.Schema, error) {
+		return nil, fmt.Errorf("stick_table %s: "+format, append([]any{name}, args...)...)
+	}
+	if name == "" {
+		return nil, fmt.Errorf("stick_table: empty table name")
+	}
+	if tc.Type == "" {
+		return fail("missing type")
+	}
 	kt, err := table.ParseKeyType(tc.Type)
 	if err != nil {
-		return nil, fmt.Errorf("stick table %s: %v", name, err)
+		return fail("%v", err)
+	}
+	if tc.Len != 0 && kt != table.KeyString && kt != table.KeyBinary {
+		return fail("len applies to string and binary keys, not %s", kt)
+	}
+	if tc.Len < 0 {
+		return fail("len %d is not a positive integer", tc.Len)
+	}
+	if tc.Size < 1 {
+		return fail("missing size (want a positive count of entries, e.g. size 100k)")
+	}
+	if tc.Size > table.MaxSize {
+		return fail("size %d is more than the largest table, %d entries", tc.Size, table.MaxSize)
+	}
+	if tc.Expire < 0 {
+		return fail("expire %s must not be negative", time.Duration(tc.Expire))
 	}
 	s := &table.Schema{Type: kt, KeyLen: tc.Len, IPv4Prefix: tc.IPv4Prefix, IPv6Prefix: tc.IPv6Prefix}
-	if tc.Len != 0 && kt != table.KeyString && kt != table.KeyBinary {
-		return nil, fmt.Errorf("stick table %s: len applies to string and binary keys, not %s", name, kt)
-	}
 	for _, spec := range tc.Store {
-		if s.Fields, err = table.ParseStore(s.Fields, spec); err != nil {
-			return nil, fmt.Errorf("stick table %s: %v", name, err)
+		if s.Fields, err = table.ParseStore(s.Fields, spec, caddy.ParseDuration); err != nil {
+			return fail("%v", err)
 		}
 	}
 	if err := s.Init(); err != nil {
-		return nil, fmt.Errorf("stick table %s: %v", name, err)
+		return fail("%v", err)
 	}
 	return s, nil
 }
@@ -129,26 +153,17 @@ func (a *App) Provision(ctx caddy.Context) error {
 	for _, name := range names {
 		tc := a.Tables[name]
 		if tc == nil {
-			return fmt.Errorf("stick table %s: empty definition", name)
+			return fmt.Errorf("stick_table %s: empty definition", name)
 		}
-		if name == "" {
-			return fmt.Errorf("stick table with an empty name")
-		}
-		schema, err := tc.Schema(name)
+		schema, err := tc.Validate(name)
 		if err != nil {
 			return err
-		}
-		if tc.Size < 1 {
-			return fmt.Errorf("stick table %s: size %d must be at least 1", name, tc.Size)
-		}
-		if tc.Expire < 0 {
-			return fmt.Errorf("stick table %s: expire %s must not be negative", name, time.Duration(tc.Expire))
 		}
 		poolKey := name + "\x00" + schema.String()
 		val, loaded, err := tablePool.LoadOrNew(poolKey, func() (caddy.Destructor, error) {
 			t, err := table.New(schema, table.Options{Size: tc.Size, Expire: time.Duration(tc.Expire)})
 			if err != nil {
-				return nil, fmt.Errorf("stick table %s: %v", name, err)
+				return nil, fmt.Errorf("stick_table %s: %v", name, err)
 			}
 			return &liveTable{name: name, tbl: t, schema: schema}, nil
 		})

@@ -2,6 +2,7 @@ package stick
 
 import (
 	"encoding/json"
+	"fmt"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -57,9 +58,6 @@ func ParseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			if len(args) != 1 && len(args) != 3 {
 				return nil, d.Errf("stick_table %s: type takes `<type>` or `<type> len <n>`", name)
 			}
-			if _, err := table.ParseKeyType(args[0]); err != nil {
-				return nil, d.Errf("stick_table %s: %v", name, err)
-			}
 			tc.Type = args[0]
 			if len(args) == 3 {
 				if args[1] != "len" {
@@ -75,7 +73,7 @@ func ParseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			if err := need(1); err != nil {
 				return nil, err
 			}
-			n, err := table.ParseSize(args[0])
+			n, err := parseSize(args[0])
 			if err != nil {
 				return nil, d.Errf("stick_table %s: size: %v", name, err)
 			}
@@ -84,19 +82,14 @@ func ParseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			if err := need(1); err != nil {
 				return nil, err
 			}
-			dur, err := table.ParseDuration(args[0])
+			dur, err := caddy.ParseDuration(args[0])
 			if err != nil {
-				return nil, d.Errf("stick_table %s: expire: %v", name, err)
+				return nil, d.Errf("stick_table %s: expire %q: %v", name, args[0], err)
 			}
 			tc.Expire = caddy.Duration(dur)
 		case "store":
 			if len(args) == 0 {
 				return nil, d.Errf("stick_table %s: store needs at least one data type", name)
-			}
-			for _, spec := range args {
-				if _, err := table.ParseStore(nil, spec); err != nil {
-					return nil, d.Errf("stick_table %s: %v", name, err)
-				}
 			}
 			tc.Store = append(tc.Store, args...)
 		case "ipv4_prefix", "ipv6_prefix":
@@ -116,17 +109,38 @@ func ParseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			return nil, d.Errf("stick_table %s: unknown option %q (want type, size, expire, store, ipv4_prefix, ipv6_prefix)", name, opt)
 		}
 	}
-	if tc.Type == "" {
-		return nil, d.Errf("stick_table %s: missing type", name)
-	}
-	if tc.Size == 0 {
-		return nil, d.Errf("stick_table %s: missing size", name)
-	}
-	if _, err := tc.Schema(name); err != nil {
+	// The table's rules live in Validate (JSON configs get them too); run
+	// them here as well so that the error points at the user's block.
+	if _, err := tc.Validate(name); err != nil {
 		return nil, d.Err(err.Error())
 	}
 	app.Tables[name] = tc
 	return httpcaddyfile.App{Name: "stick_tables", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// parseSize reads a table size: a count with an optional k, m or g suffix
+// (powers of 1024, as in HAProxy: 1m is 1048576 entries). Errors quote
+// what the user wrote.
+func parseSize(text string) (int, error) {
+	digits, mult := text, 1
+	if n := len(text); n > 0 {
+		switch text[n-1] {
+		case 'k', 'K':
+			digits, mult = text[:n-1], 1<<10
+		case 'm', 'M':
+			digits, mult = text[:n-1], 1<<20
+		case 'g', 'G':
+			digits, mult = text[:n-1], 1<<30
+		}
+	}
+	n, err := strconv.Atoi(digits)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("%q is not a positive count (want e.g. 1000, 100k or 1m)", text)
+	}
+	if n > table.MaxSize/mult {
+		return 0, fmt.Errorf("%q is more than the largest table, %d entries", text, table.MaxSize)
+	}
+	return n * mult, nil
 }
 
 // UnmarshalCaddyfile parses `track <table> <key>`.
@@ -151,16 +165,17 @@ func (h *Tarpit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.Err("tarpit: want `tarpit [<matcher>] <delay> [<status>]`")
 	}
 	dur, err := caddy.ParseDuration(args[0])
-	if err != nil || dur < 0 {
-		return d.Errf("tarpit: delay %q is not a duration", args[0])
+	if err != nil {
+		return d.Errf("tarpit: delay %q: %v", args[0], err)
 	}
 	h.Delay = caddy.Duration(dur)
 	if len(args) == 2 {
-		n, err := strconv.Atoi(args[1])
-		if err != nil || n < 400 || n > 599 {
-			return d.Errf("tarpit: status %q is not a 4xx or 5xx code", args[1])
+		if h.StatusCode, err = strconv.Atoi(args[1]); err != nil {
+			return d.Errf("tarpit: status %q is not a number", args[1])
 		}
-		h.StatusCode = n
+	}
+	if err := h.Validate(); err != nil {
+		return d.Err(err.Error())
 	}
 	return nil
 }
@@ -225,11 +240,14 @@ func (h *StickBan) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if len(args) != 1 {
 		return d.Errf("stick_ban %s: want `<duration>`, e.g. 10m", h.Table)
 	}
-	dur, err := table.ParseDuration(args[0])
-	if err != nil || dur <= 0 {
-		return d.Errf("stick_ban %s: duration %q is not a positive duration", h.Table, args[0])
+	dur, err := caddy.ParseDuration(args[0])
+	if err != nil {
+		return d.Errf("stick_ban %s: duration %q: %v", h.Table, args[0], err)
 	}
 	h.Duration = caddy.Duration(dur)
+	if err := h.Validate(); err != nil {
+		return d.Err(err.Error())
+	}
 	return nil
 }
 

@@ -3,6 +3,7 @@ package table
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/maphash"
 	"math/bits"
 	"sync"
@@ -25,6 +26,9 @@ type Options struct {
 	// 0 chooses from Size.
 	Shards int
 }
+
+// MaxSize is the largest table size, in entries.
+const MaxSize = 1 << 31
 
 // ErrFull is returned when a new entry cannot be created because every
 // entry that could be evicted is held by a live connection or request.
@@ -88,8 +92,8 @@ func New(s *Schema, o Options) (*Table, error) {
 	if err := s.Init(); err != nil {
 		return nil, err
 	}
-	if o.Size < 1 {
-		return nil, errors.New("table size must be at least 1")
+	if o.Size < 1 || o.Size > MaxSize {
+		return nil, fmt.Errorf("table size %d out of range 1..%d", o.Size, MaxSize)
 	}
 	if o.Expire < 0 {
 		return nil, errors.New("expire must not be negative")
