@@ -15,10 +15,9 @@ import (
 
 func init() {
 	caddy.RegisterModule(Tarpit{})
-	caddy.RegisterModule(StickInc{})
-	caddy.RegisterModule(StickSet{})
-	caddy.RegisterModule(StickBan{})
-	caddy.RegisterModule(MatchStick{})
+	caddy.RegisterModule(Inc{})
+	caddy.RegisterModule(Set{})
+	caddy.RegisterModule(Ban{})
 }
 
 // Tarpit (`tarpit [<matcher>] <delay> [<status>]`) holds the request for the
@@ -85,11 +84,11 @@ func stateOrNil(r *http.Request) []tracked {
 	return nil
 }
 
-// StickInc (`stick_inc [<matcher>] <table> <data> [<n>] [key <expr>]`) adds
+// Inc (`stick_inc [<matcher>] <table> <data> [<n>] [key <expr>]`) adds
 // n (default 1) to a counter of the entry, as HAProxy's sc-inc-gpc: gpc<N>
 // also advances gpc<N>_rate when the table stores it. Any counter or rate
 // may be named.
-type StickInc struct {
+type Inc struct {
 	target
 	// The value to increment: gpc0, gpc1, ... (or any counter or rate).
 	Data string `json:"data"`
@@ -100,12 +99,12 @@ type StickInc struct {
 }
 
 // CaddyModule returns the Caddy module information.
-func (StickInc) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "http.handlers.stick_inc", New: func() caddy.Module { return new(StickInc) }}
+func (Inc) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.stick_inc", New: func() caddy.Module { return new(Inc) }}
 }
 
 // Provision resolves the table and value.
-func (h *StickInc) Provision(ctx caddy.Context) error {
+func (h *Inc) Provision(ctx caddy.Context) error {
 	col, err := h.provisionColumn(ctx, "stick_inc", h.Data)
 	if err != nil {
 		return err
@@ -115,7 +114,7 @@ func (h *StickInc) Provision(ctx caddy.Context) error {
 }
 
 // ServeHTTP increments and continues.
-func (h *StickInc) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+func (h *Inc) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	n := h.Count
 	if n == 0 {
 		n = 1
@@ -124,11 +123,11 @@ func (h *StickInc) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	return next.ServeHTTP(w, r)
 }
 
-// StickSet (`stick_set [<matcher>] <table> <data> <value> [key <expr>]`)
+// Set (`stick_set [<matcher>] <table> <data> <value> [key <expr>]`)
 // stores a value in the entry, as HAProxy's sc-set-gpt: gpt<N> usually, but
 // any stored value may be set. The value may be a placeholder expression
 // that evaluates to a non-negative integer.
-type StickSet struct {
+type Set struct {
 	target
 	// The value to set: gpt0, gpt1, ... (or any stored value).
 	Data string `json:"data"`
@@ -139,12 +138,12 @@ type StickSet struct {
 }
 
 // CaddyModule returns the Caddy module information.
-func (StickSet) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "http.handlers.stick_set", New: func() caddy.Module { return new(StickSet) }}
+func (Set) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.stick_set", New: func() caddy.Module { return new(Set) }}
 }
 
 // Provision resolves the table and value.
-func (h *StickSet) Provision(ctx caddy.Context) error {
+func (h *Set) Provision(ctx caddy.Context) error {
 	col, err := h.provisionColumn(ctx, "stick_set", h.Data)
 	if err != nil {
 		return err
@@ -158,7 +157,7 @@ func (h *StickSet) Provision(ctx caddy.Context) error {
 
 // ServeHTTP sets the value and continues; a value that does not evaluate
 // to an integer is skipped.
-func (h *StickSet) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+func (h *Set) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	text := h.Value
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		text = repl.ReplaceAll(h.Value, "")
@@ -169,11 +168,11 @@ func (h *StickSet) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	return next.ServeHTTP(w, r)
 }
 
-// StickBan (`stick_ban [<matcher>] <table> <duration> [key <expr>]`) bans the
+// Ban (`stick_ban [<matcher>] <table> <duration> [key <expr>]`) bans the
 // entry's key for the duration: `stick <table> banned` matches, the listener
 // wrapper and layer4 handler refuse its connections with `reject banned`.
 // The table must store ban.
-type StickBan struct {
+type Ban struct {
 	target
 	// How long the ban lasts.
 	Duration caddy.Duration `json:"duration"`
@@ -182,12 +181,12 @@ type StickBan struct {
 }
 
 // CaddyModule returns the Caddy module information.
-func (StickBan) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "http.handlers.stick_ban", New: func() caddy.Module { return new(StickBan) }}
+func (Ban) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.stick_ban", New: func() caddy.Module { return new(Ban) }}
 }
 
 // Provision resolves the table.
-func (h *StickBan) Provision(ctx caddy.Context) error {
+func (h *Ban) Provision(ctx caddy.Context) error {
 	if err := h.provision(ctx, "stick_ban"); err != nil {
 		return err
 	}
@@ -200,7 +199,7 @@ func (h *StickBan) Provision(ctx caddy.Context) error {
 }
 
 // Validate checks the duration.
-func (h *StickBan) Validate() error {
+func (h *Ban) Validate() error {
 	if h.Duration <= 0 {
 		return fmt.Errorf("stick_ban %s: duration %s must be positive", h.Table, time.Duration(h.Duration))
 	}
@@ -208,73 +207,17 @@ func (h *StickBan) Validate() error {
 }
 
 // ServeHTTP bans and continues.
-func (h *StickBan) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+func (h *Ban) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	ms := uint64(time.Duration(h.Duration).Milliseconds())
 	h.with(r, func(ref table.Ref) { h.tbl.Set(ref, h.col, ms) })
 	return next.ServeHTTP(w, r)
 }
 
-// MatchStick (`stick <table> <data> <op> <value> [key <expr>]` or
-// `stick <table> banned [key <expr>]`) matches requests whose table entry
-// satisfies the condition. The entry is the one track used for the table in
-// this request, or the entry of the key expression (looked up, never
-// created: a missing entry reads as zeros and is never banned). Without a
-// key expression and without a track for the table the matcher does not
-// match.
-type MatchStick struct {
-	target
-	Condition
-
-	cond compiled
-}
-
-// CaddyModule returns the Caddy module information.
-func (MatchStick) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "http.matchers.stick", New: func() caddy.Module { return new(MatchStick) }}
-}
-
-// Provision resolves the table and compiles the condition.
-func (m *MatchStick) Provision(ctx caddy.Context) error {
-	if err := m.provision(ctx, "stick matcher"); err != nil {
-		return err
-	}
-	c, err := m.Condition.compile(m.Table, m.tbl)
-	if err != nil {
-		return fmt.Errorf("stick matcher: %v", err)
-	}
-	m.cond = c
-	return nil
-}
-
-// Match implements caddyhttp.RequestMatcher.
-func (m *MatchStick) Match(r *http.Request) bool {
-	ok, _ := m.MatchWithError(r)
-	return ok
-}
-
-// MatchWithError implements caddyhttp.RequestMatcherWithError.
-func (m *MatchStick) MatchWithError(r *http.Request) (bool, error) {
-	if m.Key == "" {
-		tr, ok := stateOf(r).find(m.Table)
-		if !ok {
-			return false, nil
-		}
-		return m.cond.held(m.tbl, tr.ref), nil
-	}
-	k, err := m.key(r)
-	if err != nil {
-		return false, nil
-	}
-	return m.cond.lookup(m.tbl, k), nil
-}
-
 var (
-	_ caddyhttp.MiddlewareHandler       = (*Tarpit)(nil)
-	_ caddyhttp.MiddlewareHandler       = (*StickInc)(nil)
-	_ caddyhttp.MiddlewareHandler       = (*StickSet)(nil)
-	_ caddyhttp.MiddlewareHandler       = (*StickBan)(nil)
-	_ caddyhttp.RequestMatcherWithError = (*MatchStick)(nil)
-	_ caddy.Provisioner                 = (*MatchStick)(nil)
-	_ caddy.Validator                   = (*Tarpit)(nil)
-	_ caddy.Validator                   = (*StickBan)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Tarpit)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Inc)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Set)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Ban)(nil)
+	_ caddy.Validator             = (*Tarpit)(nil)
+	_ caddy.Validator             = (*Ban)(nil)
 )

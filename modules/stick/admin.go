@@ -180,55 +180,54 @@ func entryJSON(lt *liveTable, e table.Entry) EntryJSON {
 	}
 }
 
-// filter is one `filter=<data><op><value>` (ops > >= < <= = != or the
-// words gt ge lt le eq ne separated by spaces) or `filter=banned`.
+// filter is one `filter=<data><op><value>` (ops > >= < <= = != == or
+// the words gt ge lt le eq ne separated by spaces) or `filter=banned`: a
+// condition of the matchers' grammar, evaluated on listed entries.
 type filter struct {
-	idx    int
-	op     func(a, b uint64) bool
-	value  uint64
-	banned bool
+	idx  int // of the condition's value in Entry.Values
+	cond compiled
 }
 
+// symbolOps are the filter's comparison symbols, as the grammar's words.
 var symbolOps = []struct{ sym, word string }{{">=", "ge"}, {"<=", "le"}, {"!=", "ne"}, {"==", "eq"}, {">", "gt"}, {"<", "lt"}, {"=", "eq"}}
 
+// filterArgs splits a filter into the condition grammar's arguments:
+// `banned`, `<data> <op> <value>` with spaces, or `<data><sym><value>`.
+func filterArgs(text string) []string {
+	if f := strings.Fields(text); len(f) == 1 && f[0] == "banned" || len(f) == 3 {
+		return f
+	}
+	for _, so := range symbolOps {
+		if i := strings.Index(text, so.sym); i > 0 {
+			return []string{strings.TrimSpace(text[:i]), so.word, strings.TrimSpace(text[i+len(so.sym):])}
+		}
+	}
+	return nil
+}
+
 func parseFilter(lt *liveTable, text string) (filter, error) {
-	cols := lt.schema.Columns()
-	if text == "banned" {
-		for i, c := range cols {
-			if c.Name == "ban" {
-				return filter{idx: i, banned: true}, nil
-			}
-		}
-		return filter{}, apiErr(http.StatusBadRequest, "filter %q: the table does not store ban", text)
-	}
-	var data, opWord, value string
-	if f := strings.Fields(text); len(f) == 3 {
-		data, opWord, value = f[0], f[1], f[2]
-	} else {
-		for _, so := range symbolOps {
-			if i := strings.Index(text, so.sym); i > 0 {
-				data, opWord, value = strings.TrimSpace(text[:i]), so.word, strings.TrimSpace(text[i+len(so.sym):])
-				break
-			}
-		}
-	}
-	if data == "" {
+	args := filterArgs(text)
+	if args == nil {
 		return filter{}, apiErr(http.StatusBadRequest, "filter %q: want <data><op><value>, e.g. http_req_rate>100, or banned", text)
 	}
-	op, ok := ops[opWord]
-	if !ok {
-		return filter{}, apiErr(http.StatusBadRequest, "filter %q: unknown comparison %q", text, opWord)
-	}
-	n, err := strconv.ParseUint(value, 10, 64)
+	c, err := parseOneCondition(args, fmt.Sprintf("filter %q", text))
 	if err != nil {
-		return filter{}, apiErr(http.StatusBadRequest, "filter %q: value %q is not a non-negative integer", text, value)
+		return filter{}, apiErr(http.StatusBadRequest, "%v", err)
 	}
-	for i, c := range cols {
-		if c.Name == data {
-			return filter{idx: i, op: op, value: n}, nil
+	cc, err := c.compile(lt.name, lt.tbl)
+	if err != nil {
+		return filter{}, apiErr(http.StatusBadRequest, "filter %q: %v", text, err)
+	}
+	name := c.Data
+	if c.Banned {
+		name = "ban"
+	}
+	for i, col := range lt.schema.Columns() {
+		if col.Name == name {
+			return filter{idx: i, cond: cc}, nil
 		}
 	}
-	return filter{}, apiErr(http.StatusBadRequest, "filter %q: the table does not store %q", text, data)
+	return filter{}, apiErr(http.StatusBadRequest, "filter %q: the table does not store %q", text, name)
 }
 
 func parseFilters(lt *liveTable, q url.Values) ([]filter, error) {
@@ -244,10 +243,10 @@ func parseFilters(lt *liveTable, q url.Values) ([]filter, error) {
 }
 
 func (f filter) match(e table.Entry) bool {
-	if f.banned {
+	if f.cond.banned {
 		return e.Values[f.idx] > 0
 	}
-	return f.op(e.Values[f.idx], f.value)
+	return f.cond.op(e.Values[f.idx], f.cond.value)
 }
 
 func matchAll(fs []filter, e table.Entry) bool {

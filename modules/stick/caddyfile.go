@@ -201,7 +201,7 @@ func (t *target) parseTarget(d *caddyfile.Dispenser, directive string) ([]string
 }
 
 // UnmarshalCaddyfile parses `stick_inc <table> <data> [<n>] [key <expr>]`.
-func (h *StickInc) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+func (h *Inc) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	args, err := h.parseTarget(d, "stick_inc")
 	if err != nil {
 		return err
@@ -219,7 +219,7 @@ func (h *StickInc) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 }
 
 // UnmarshalCaddyfile parses `stick_set <table> <data> <value> [key <expr>]`.
-func (h *StickSet) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+func (h *Set) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	args, err := h.parseTarget(d, "stick_set")
 	if err != nil {
 		return err
@@ -232,7 +232,7 @@ func (h *StickSet) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 }
 
 // UnmarshalCaddyfile parses `stick_ban <table> <duration> [key <expr>]`.
-func (h *StickBan) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+func (h *Ban) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	args, err := h.parseTarget(d, "stick_ban")
 	if err != nil {
 		return err
@@ -323,7 +323,7 @@ func (h *L4Track) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // UnmarshalCaddyfile parses `lb_policy stick <table> [fallback <policy>
 // [<args>]]`; the fallback may also be given in a block.
-func (s *StickSelection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+func (s *Selection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // policy name
 	if !d.NextArg() {
 		return d.Err("lb_policy stick: missing table name")
@@ -370,12 +370,12 @@ func (s *StickSelection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 var (
 	_ caddyfile.Unmarshaler = (*Track)(nil)
 	_ caddyfile.Unmarshaler = (*Tarpit)(nil)
-	_ caddyfile.Unmarshaler = (*StickInc)(nil)
-	_ caddyfile.Unmarshaler = (*StickSet)(nil)
-	_ caddyfile.Unmarshaler = (*StickBan)(nil)
+	_ caddyfile.Unmarshaler = (*Inc)(nil)
+	_ caddyfile.Unmarshaler = (*Set)(nil)
+	_ caddyfile.Unmarshaler = (*Ban)(nil)
 	_ caddyfile.Unmarshaler = (*MatchStick)(nil)
 	_ caddyfile.Unmarshaler = (*L4MatchStick)(nil)
 	_ caddyfile.Unmarshaler = (*ListenerWrapper)(nil)
 	_ caddyfile.Unmarshaler = (*L4Track)(nil)
-	_ caddyfile.Unmarshaler = (*StickSelection)(nil)
+	_ caddyfile.Unmarshaler = (*Selection)(nil)
 )

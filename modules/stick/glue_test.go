@@ -80,7 +80,7 @@ func FuzzConditionAndFilter(f *testing.F) {
 				}
 			}
 		}
-		if fl, err := parseFilter(lt, input); err == nil && !fl.banned && fl.op == nil {
+		if fl, err := parseFilter(lt, input); err == nil && !fl.cond.banned && fl.cond.op == nil {
 			t.Fatalf("filter %q accepted without a comparison", input)
 		}
 	})
