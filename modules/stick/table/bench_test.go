@@ -1,6 +1,7 @@
 package table
 
 import (
+	"fmt"
 	"net/netip"
 	"runtime"
 	"sync/atomic"
@@ -25,6 +26,7 @@ func ipKeys(s *Schema, n int) []Key {
 // track (count the request and hold the entry), read a rate as the stick
 // matcher does, and release with the response. Target: ≤150 ns/op, 0 allocs.
 func BenchmarkTrackRead(b *testing.B) {
+	defer StartClock()()
 	s := benchSchema(b)
 	tb, err := New(s, Options{Size: 1 << 20, Expire: 10 * time.Minute})
 	if err != nil {
@@ -74,6 +76,7 @@ func BenchmarkTrackReadParallelManyClients(b *testing.B) {
 // time: if it stays flat from -cpu 1 to -cpu 2, operations do not slow
 // each other down and throughput scales with the cores the machine gives.
 func benchTrackReadParallel(b *testing.B, n int, pick func(worker, i uint32) uint32) {
+	defer StartClock()()
 	s := benchSchema(b)
 	tb, err := New(s, Options{Size: 1 << 20, Expire: 10 * time.Minute})
 	if err != nil {
@@ -117,6 +120,7 @@ func processCPU() int64 {
 // BenchmarkLookup is the stick matcher with `key <expr>`: a read without
 // tracking.
 func BenchmarkLookup(b *testing.B) {
+	defer StartClock()()
 	s := benchSchema(b)
 	tb, _ := New(s, Options{Size: 1 << 20})
 	rate, _ := s.Column("http_req_rate")
@@ -161,6 +165,35 @@ func BenchmarkBytesPerEntry(b *testing.B) {
 				b.Fatal(err)
 			}
 			tb.Release(r, Events{ConnEnd: true})
+		}
+		after := heapInUse()
+		if tb.Len() != n {
+			b.Fatalf("len %d", tb.Len())
+		}
+		b.ReportMetric(float64(after-before)/n, "B/entry")
+		runtime.KeepAlive(tb)
+	}
+}
+
+// BenchmarkBytesPerEntryString32 is BenchmarkBytesPerEntry for the keys of
+// integration/bench/stick_rss.sh: 1,000,000 distinct 32-byte strings
+// storing http_req_rate(10s), req_cur and gpc0.
+func BenchmarkBytesPerEntryString32(b *testing.B) {
+	const n = 1_000_000
+	s := mustSchema(b, "string", "http_req_rate(10s)", "req_cur", "gpc(1)")
+	for b.Loop() {
+		before := heapInUse()
+		tb, err := New(s, Options{Size: n, Expire: 10 * time.Minute})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i := range n {
+			k, _ := s.KeyFrom(fmt.Sprintf("k01%029d", i))
+			r, err := tb.Acquire(k, Events{Req: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			tb.Release(r, Events{ReqEnd: true})
 		}
 		after := heapInUse()
 		if tb.Len() != n {

@@ -664,3 +664,55 @@ func TestBanClamped(t *testing.T) {
 		t.Errorf("ban of 2^63-1 ms reads %d ms left, want the clamp %d", v, uint64(MaxBanMs))
 	}
 }
+
+// TestIndexAgainstMap inserts and deletes random keys in one shard (index
+// growth, probe chains, deletion shifting entries back) and checks every
+// key against a map after each round.
+func TestIndexAgainstMap(t *testing.T) {
+	for _, typ := range []string{"integer", "string"} {
+		s := mustSchema(t, typ, "gpc(1)")
+		tb, err := New(s, Options{Size: 1 << 16, Shards: 1, Now: func() int64 { return 1 }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gpc := col(t, tb, "gpc0")
+		model := map[int]uint64{}
+		keyOf := func(i int) Key {
+			if typ == "integer" {
+				return s.KeyFromInt(int64(i))
+			}
+			k, _ := s.KeyFrom(fmt.Sprintf("key-%d", i))
+			return k
+		}
+		rnd := uint64(12345)
+		next := func(n int) int { rnd = rnd*6364136223846793005 + 1442695040888963407; return int(rnd>>33) % n }
+		for round := range 20 {
+			for range 2000 {
+				i := next(3000)
+				if next(3) == 0 {
+					if tb.Delete(keyOf(i)) != (model[i] != 0) {
+						t.Fatalf("%s round %d: Delete(%d) disagrees with the model", typ, round, i)
+					}
+					delete(model, i)
+					continue
+				}
+				r, err := tb.Acquire(keyOf(i), Events{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				tb.Add(r, gpc, 1)
+				tb.Release(r, Events{})
+				model[i]++
+			}
+			for i := range 3000 {
+				v, ok := tb.Lookup(keyOf(i), gpc)
+				if ok != (model[i] != 0) || v != model[i] {
+					t.Fatalf("%s round %d: key %d reads %d %v, model %d", typ, round, i, v, ok, model[i])
+				}
+			}
+			if tb.Len() != len(model) {
+				t.Fatalf("%s round %d: len %d, model %d", typ, round, tb.Len(), len(model))
+			}
+		}
+	}
+}
