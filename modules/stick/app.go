@@ -42,8 +42,9 @@ type TableConfig struct {
 	// Length of string and binary keys in bytes (default 32); longer keys
 	// are truncated, shorter binary keys zero-padded.
 	Len int `json:"len,omitempty"`
-	// Maximum number of entries. When the table is full, the least recently
-	// used entry that no live connection or request holds is evicted.
+	// Maximum number of entries (at most 2^31). When the table is full, an
+	// entry that no live connection or request holds is evicted, chosen by
+	// CLOCK (entries hit since the eviction hand last passed are spared).
 	Size int `json:"size"`
 	// Entries expire after this long without use (0: never; they are then
 	// only evicted).

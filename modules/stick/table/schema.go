@@ -1,5 +1,5 @@
 // Package table is the stick-table engine: typed keys, HAProxy's data types,
-// two-period rate counters, a sharded store with bounded memory, LRU eviction
+// two-period rate counters, a sharded store with bounded memory, CLOCK eviction
 // that spares entries held by live connections or requests, idle expiry, and
 // per-entry deltas for replication. It imports no Caddy package.
 package table

@@ -119,8 +119,8 @@ func (t *Table) Expire() time.Duration { return time.Duration(t.expireMs.Load())
 // SetExpire changes the idle lifetime; it applies from each entry's next use.
 func (t *Table) SetExpire(d time.Duration) { t.expireMs.Store(d.Milliseconds()) }
 
-// Resize changes the maximum number of entries, evicting the least recently
-// used unheld entries if the table is now over its size.
+// Resize changes the maximum number of entries, evicting unheld entries as
+// a full table does if the table is now over its size.
 func (t *Table) Resize(size int) {
 	if size < 1 {
 		size = 1
