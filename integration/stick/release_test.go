@@ -44,6 +44,9 @@ func releaseCaddyfile(port int, origin string) string {
 	respond @busy 429
 	reverse_proxy %s {
 		flush_interval -1
+		transport http {
+			response_header_timeout 300ms
+		}
 	}
 }
 `, port, port, origin)
@@ -78,6 +81,11 @@ func badOrigin(t *testing.T) string {
 					return
 				case <-time.After(20 * time.Millisecond):
 				}
+			}
+		case "/hang":
+			select {
+			case <-r.Context().Done():
+			case <-time.After(3 * time.Second):
 			}
 		case "/ws":
 			conn, brw, err := http.NewResponseController(w).Hijack()
@@ -161,6 +169,14 @@ func TestTrackReleasesOnEveryExit(t *testing.T) {
 		conn.Close()
 		waitUse(t, c, "client-leaves")
 	})
+	t.Run("origin times out", func(t *testing.T) {
+		conn, _, resp := rawRequest(t, addr, "/hang", "timed-out", "")
+		conn.Close()
+		if resp.StatusCode != http.StatusGatewayTimeout {
+			t.Errorf("hanging origin answered %d, want 504", resp.StatusCode)
+		}
+		waitUse(t, c, "timed-out")
+	})
 	t.Run("upgrade", func(t *testing.T) {
 		conn, br, resp := rawRequest(t, addr, "/ws", "upgraded", "Connection: Upgrade\r\nUpgrade: websocket\r\n")
 		if resp.StatusCode != http.StatusSwitchingProtocols {
@@ -223,5 +239,34 @@ func TestAbortedRequestsLeaveTableUsable(t *testing.T) {
 	}
 	if len(es) != 0 {
 		t.Errorf("%d entries still count a request in progress, e.g. %+v", len(es), es[0])
+	}
+}
+
+// TestStickinessReleasesOnAbort: lb_policy stick without a track holds the
+// client's entry only while it chooses; an aborted response leaves it
+// unheld.
+func TestStickinessReleasesOnAbort(t *testing.T) {
+	port := harness.FreePort(t)
+	c := harness.RunCaddyfile(t, fmt.Sprintf(`{
+	auto_https off
+	stick_table sessions {
+		type ip
+		size 100
+		store server_id
+	}
+}
+
+:%d {
+	reverse_proxy %s {
+		lb_policy stick sessions
+	}
+}
+`, port, badOrigin(t)))
+	conn, br, resp := rawRequest(t, fmt.Sprintf("127.0.0.1:%d", port), "/close-mid-body", "", "")
+	_, _ = io.Copy(io.Discard, io.LimitReader(br, resp.ContentLength))
+	conn.Close()
+	e, ok := adminEntry(t, c, "sessions", "127.0.0.1")
+	if !ok || e.Values["server_id"] == 0 || e.Use != 0 {
+		t.Errorf("after an aborted response: %+v %v; want server_id set and no holder", e, ok)
 	}
 }

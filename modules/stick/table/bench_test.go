@@ -150,37 +150,28 @@ func heapInUse() uint64 {
 // http_req_rate, conn_cur and gpc0 and reports the heap it takes per entry
 // (runtime.MemStats). Target: ≤128 B/entry.
 func BenchmarkBytesPerEntry(b *testing.B) {
-	const n = 1_000_000
 	s := benchSchema(b)
-	for b.Loop() {
-		before := heapInUse()
-		tb, err := New(s, Options{Size: n, Expire: 10 * time.Minute})
-		if err != nil {
-			b.Fatal(err)
-		}
-		for i := range n {
-			k, _ := s.KeyFromAddr(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
-			r, err := tb.Acquire(k, Events{Req: true, Conn: true})
-			if err != nil {
-				b.Fatal(err)
-			}
-			tb.Release(r, Events{ConnEnd: true})
-		}
-		after := heapInUse()
-		if tb.Len() != n {
-			b.Fatalf("len %d", tb.Len())
-		}
-		b.ReportMetric(float64(after-before)/n, "B/entry")
-		runtime.KeepAlive(tb)
-	}
+	benchBytesPerEntry(b, s, func(i int) Key {
+		k, _ := s.KeyFromAddr(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
+		return k
+	})
 }
 
 // BenchmarkBytesPerEntryString32 is BenchmarkBytesPerEntry for the keys of
 // integration/bench/stick_rss.sh: 1,000,000 distinct 32-byte strings
 // storing http_req_rate(10s), req_cur and gpc0.
 func BenchmarkBytesPerEntryString32(b *testing.B) {
-	const n = 1_000_000
 	s := mustSchema(b, "string", "http_req_rate(10s)", "req_cur", "gpc(1)")
+	benchBytesPerEntry(b, s, func(i int) Key {
+		k, _ := s.KeyFrom(fmt.Sprintf("k01%029d", i))
+		return k
+	})
+}
+
+// benchBytesPerEntry fills a 1,000,000-entry table with keyOf(0..n-1), one
+// tracked request each, and reports the heap per entry.
+func benchBytesPerEntry(b *testing.B, s *Schema, keyOf func(int) Key) {
+	const n = 1_000_000
 	for b.Loop() {
 		before := heapInUse()
 		tb, err := New(s, Options{Size: n, Expire: 10 * time.Minute})
@@ -188,12 +179,11 @@ func BenchmarkBytesPerEntryString32(b *testing.B) {
 			b.Fatal(err)
 		}
 		for i := range n {
-			k, _ := s.KeyFrom(fmt.Sprintf("k01%029d", i))
-			r, err := tb.Acquire(k, Events{Req: true})
+			r, err := tb.Acquire(keyOf(i), Events{Req: true, Conn: true})
 			if err != nil {
 				b.Fatal(err)
 			}
-			tb.Release(r, Events{ReqEnd: true})
+			tb.Release(r, Events{ReqEnd: true, ConnEnd: true})
 		}
 		after := heapInUse()
 		if tb.Len() != n {
