@@ -3,7 +3,7 @@ package stick
 import (
 	"fmt"
 	"sort"
-	"sync"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -123,14 +123,6 @@ func (*liveTable) Destruct() error { return nil }
 // tablePool holds the tables across reloads, keyed by name and schema.
 var tablePool = caddy.NewUsagePool()
 
-// lastSchema remembers the schema each table name had in the latest
-// config, to tell a schema change (fresh table, one log line) from a new
-// table.
-var (
-	lastSchemaMu sync.Mutex
-	lastSchema   = map[string]string{}
-)
-
 // CaddyModule returns the Caddy module information.
 func (App) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
@@ -161,6 +153,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return err
 		}
 		poolKey := name + "\x00" + schema.String()
+		tablePool.Range(func(key, val any) bool {
+			if k := key.(string); k != poolKey && strings.HasPrefix(k, name+"\x00") {
+				a.logger.Warn("stick table schema changed: starting a fresh table, previous entries are dropped",
+					zap.String("table", name), zap.String("previous", val.(*liveTable).schema.String()), zap.String("new", schema.String()))
+			}
+			return true
+		})
 		val, loaded, err := tablePool.LoadOrNew(poolKey, func() (caddy.Destructor, error) {
 			t, err := table.New(schema, table.Options{Size: tc.Size, Expire: time.Duration(tc.Expire)})
 			if err != nil {
@@ -179,13 +178,6 @@ func (a *App) Provision(ctx caddy.Context) error {
 				lt.tbl.Resize(tc.Size)
 			}
 		}
-		lastSchemaMu.Lock()
-		if prev, ok := lastSchema[name]; ok && prev != schema.String() {
-			a.logger.Warn("stick table schema changed: starting a fresh table, previous entries are dropped",
-				zap.String("table", name), zap.String("previous", prev), zap.String("new", schema.String()))
-		}
-		lastSchema[name] = schema.String()
-		lastSchemaMu.Unlock()
 		a.tables[name] = lt
 	}
 	return nil
