@@ -144,15 +144,16 @@ func (h *Track) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	// Deferred: the rest of the route may panic (http.ErrAbortHandler when
 	// the origin or the client goes away mid-body); the entry is released
 	// on every way out.
-	returned := false
+	completed := false
 	defer func() {
-		if !returned && err == nil {
-			err = errPanicked // counted as a failed request; the panic goes on
+		end := err
+		if !completed {
+			end = errPanicked // the panic goes on; the request counts as failed
 		}
-		h.tbl.Release(ref, st.endEvents(err))
+		h.tbl.Release(ref, st.endEvents(end))
 	}()
 	err = next.ServeHTTP(w, r)
-	returned = true
+	completed = true
 	return err
 }
 
