@@ -280,7 +280,7 @@ func (m *L4MatchStick) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return parseMatcher(d, "stick", &m.Table, &m.Key, &m.Condition)
 }
 
-// parseConnTracker reads `<name> <table> [<key>] { reject <condition> ... }`.
+// parseCaddyfile reads `<name> <table> [<key>] { reject <condition> ... }`.
 func (c *connTracker) parseCaddyfile(d *caddyfile.Dispenser, directive string, allowKey bool) (string, error) {
 	d.Next()
 	args := d.RemainingArgs()

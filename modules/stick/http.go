@@ -270,9 +270,9 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// keyOrTracked resolves the entry an action or matcher works on: the entry
-// of the key expression when one is configured (created by Acquire when
-// create is true), else the entry tracked for the table in this request.
+// target names the entry an action or matcher works on: the entry of the
+// key expression when one is configured, else the entry track used for the
+// table in this request.
 type target struct {
 	// The table.
 	Table string `json:"table"`

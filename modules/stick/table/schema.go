@@ -151,9 +151,6 @@ type Column struct {
 	elem  int
 }
 
-// Kind returns the column's data type.
-func (s *Schema) kindOf(c Column) Kind { return s.Fields[c.field].Kind }
-
 // Init checks the schema and computes its layout. Parse calls it; call it
 // after building a Schema by hand.
 func (s *Schema) Init() error {
