@@ -195,3 +195,23 @@ func TestGoroutinesEndWithTheApp(t *testing.T) {
 		t.Errorf("%d stick goroutines left after Stop:\n%s", got, buf[:runtime.Stack(buf, true)])
 	}
 }
+
+// TestAdminAPIFollowsTheConfig: the admin API serves the tables of the
+// running config; after a reload to a config without stick tables it
+// answers 404, and after a reload back the kept tables are served again.
+func TestAdminAPIFollowsTheConfig(t *testing.T) {
+	port := harness.FreePort(t)
+	c := harness.RunCaddyfile(t, reloadCaddyfile(port, "1k", "10s", "one"))
+	adminJSON(t, c, http.MethodPut, "/stick-tables/per_ip/192.0.2.1", `{"gpc0": 4}`, 200)
+	c.Reload(fmt.Sprintf("{\n\tauto_https off\n}\n:%d {\n\trespond none\n}\n", port))
+	if out := adminJSON(t, c, http.MethodGet, "/stick-tables/", "", 404); !strings.Contains(out, "no stick tables are configured") {
+		t.Errorf("without stick tables: %s", out)
+	}
+	c.Reload(reloadCaddyfile(port, "1k", "10s", "two"))
+	if _, ok := adminEntry(t, c, "per_ip", "192.0.2.1"); ok {
+		t.Error("a table dropped from the config came back with its entries")
+	}
+	if out := adminJSON(t, c, http.MethodGet, "/stick-tables/", "", 200); !strings.Contains(out, `"name":"per_ip"`) {
+		t.Errorf("tables after the reload back: %s", out)
+	}
+}

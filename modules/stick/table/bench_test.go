@@ -172,6 +172,7 @@ func BenchmarkBytesPerEntryString32(b *testing.B) {
 // tracked request each, and reports the heap per entry.
 func benchBytesPerEntry(b *testing.B, s *Schema, keyOf func(int) Key) {
 	const n = 1_000_000
+	b.ReportAllocs()
 	for b.Loop() {
 		before := heapInUse()
 		tb, err := New(s, Options{Size: n, Expire: 10 * time.Minute})
@@ -199,6 +200,7 @@ func benchBytesPerEntry(b *testing.B, s *Schema, keyOf func(int) Key) {
 // for), and reports the heap per table slot when full and after each flood,
 // and the evictions: memory stays at the table's bound.
 func BenchmarkFlood(b *testing.B) {
+	b.ReportAllocs()
 	const size, floodKeys = 100_000, 1_000_000
 	s := benchSchema(b)
 	for b.Loop() {
