@@ -264,3 +264,24 @@ func TestFloodStaysBounded(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSweep is the once-a-second expiry sweep of a full
+// 1,000,000-entry table in which nothing has expired: with CLOCK it
+// examines every slot (an LRU list stopped at its first live entry).
+func BenchmarkSweep(b *testing.B) {
+	s := benchSchema(b)
+	tb, err := New(s, Options{Size: 1_000_000, Expire: 10 * time.Minute})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, k := range ipKeys(s, 1_000_000) {
+		r, _ := tb.Acquire(k, Events{Req: true})
+		tb.Release(r, Events{ReqEnd: true})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if n := tb.Sweep(); n != 0 {
+			b.Fatalf("swept %d live entries", n)
+		}
+	}
+}

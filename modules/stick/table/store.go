@@ -290,7 +290,8 @@ func (t *Table) evictOne(sh *shard) bool {
 
 // Sweep removes the entries whose expiry passed; it returns how many it
 // removed. Call it periodically; lookups also ignore expired entries on
-// their own.
+// their own. It examines every slot, one page (256 slots) per lock hold,
+// so that requests on the same shard wait at most for one page.
 func (t *Table) Sweep() int {
 	if t.expireMs.Load() <= 0 {
 		return 0
@@ -299,14 +300,23 @@ func (t *Table) Sweep() int {
 	now := t.now()
 	for i := range t.shards {
 		sh := &t.shards[i]
-		sh.mu.Lock()
-		for idx := uint32(1); idx < sh.next; idx++ {
-			if m := sh.meta(idx); m.live() && t.expired(m, now) {
-				t.remove(sh, idx)
+		for pi := 0; ; pi++ {
+			sh.mu.Lock()
+			if pi >= len(sh.pages) {
+				sh.mu.Unlock()
+				break
+			}
+			p := sh.pages[pi]
+			for o := range p.meta {
+				m := &p.meta[o]
+				if m.exp == 0 || m.exp > now || !m.live() || m.holders() != 0 {
+					continue
+				}
+				t.remove(sh, uint32(pi<<pageBits|o))
 				removed++
 			}
+			sh.mu.Unlock()
 		}
-		sh.mu.Unlock()
 	}
 	return removed
 }
