@@ -28,9 +28,9 @@ func init() {
 		parse httpcaddyfile.UnmarshalHandlerFunc
 	}{
 		{"track", unmarshalStick(func() *stick.Track { return new(stick.Track) })},
-		{"stick_inc", unmarshalStick(func() *stick.StickInc { return new(stick.StickInc) })},
-		{"stick_set", unmarshalStick(func() *stick.StickSet { return new(stick.StickSet) })},
-		{"stick_ban", unmarshalStick(func() *stick.StickBan { return new(stick.StickBan) })},
+		{"stick_inc", unmarshalStick(func() *stick.Inc { return new(stick.Inc) })},
+		{"stick_set", unmarshalStick(func() *stick.Set { return new(stick.Set) })},
+		{"stick_ban", unmarshalStick(func() *stick.Ban { return new(stick.Ban) })},
 		{"tarpit", unmarshalStick(func() *stick.Tarpit { return new(stick.Tarpit) })},
 	} {
 		httpcaddyfile.RegisterHandlerDirective(dir.name, dir.parse)

@@ -61,3 +61,36 @@ func TestConfigErrors(t *testing.T) {
 		t.Errorf("running config lost after failed loads: %d %q", status, body)
 	}
 }
+
+// TestJSONConfigChecks loads JSON configs (no Caddyfile parser involved)
+// that break the rules of a table or handler: each is refused at load with
+// the same message the Caddyfile gives.
+func TestJSONConfigChecks(t *testing.T) {
+	port := harness.FreePort(t)
+	c := harness.RunCaddyfile(t, fmt.Sprintf("{\n\tauto_https off\n}\n:%d {\n\trespond ok\n}\n", port))
+	config := func(tableJSON, handlerJSON string) []byte {
+		return []byte(fmt.Sprintf(`{"apps": {
+			"stick_tables": {"tables": {"t": %s}},
+			"http": {"servers": {"s": {"listen": [":%d"], "routes": [{"handle": [%s]}]}}}
+		}}`, tableJSON, port, handlerJSON))
+	}
+	const okTable = `{"type": "ip", "size": 100, "store": ["ban", "http_req_rate(10s)"]}`
+	const okHandler = `{"handler": "static_response", "body": "ok"}`
+	for _, bad := range []struct{ table, handler, want string }{
+		{`{"type": "ip"}`, okHandler, "stick_table t: missing size"},
+		{`{"type": "ip", "size": 4294967296}`, okHandler, "stick_table t: size 4294967296 is more than the largest table"},
+		{`{"type": "ip", "size": 10, "len": 4}`, okHandler, "stick_table t: len applies to string and binary keys, not ip"},
+		{`{"type": "ip", "size": 10, "store": ["http_req_rate(10)"]}`, okHandler, `period "10": time: missing unit`},
+		{`{"type": "string", "size": 10, "ipv6_prefix": 64}`, okHandler, "stick_table t: ipv4_prefix and ipv6_prefix need an ip or ipv6 table"},
+		{okTable, `{"handler": "tarpit", "delay": 1000000, "status_code": 200}`, "tarpit: status 200 is not a 4xx or 5xx code"},
+		{okTable, `{"handler": "stick_ban", "table": "t", "duration": 0}`, "stick_ban t: duration 0s must be positive"},
+	} {
+		err := c.TryLoadJSON(config(bad.table, bad.handler))
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("table %s handler %s: load error %v, want one containing %q", bad.table, bad.handler, err, bad.want)
+		}
+	}
+	if err := c.TryLoadJSON(config(okTable, okHandler)); err != nil {
+		t.Fatalf("the good config does not load: %v", err)
+	}
+}

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
-	_ "github.com/mholt/caddy-l4"
 
 	_ "github.com/rampart-edge/caddy-rampart"
 	"github.com/rampart-edge/caddy-rampart/integration/harness"

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -221,5 +222,121 @@ func TestAdminAPI(t *testing.T) {
 		if status != bad.status || json.Unmarshal([]byte(out), &je) != nil || !strings.Contains(je.Error, bad.msg) {
 			t.Errorf("%s %s: %d %s; want %d JSON naming %s", bad.method, bad.path, status, out, bad.status, bad.msg)
 		}
+	}
+}
+
+// TestTarpitHandleErrors: tarpit answers through Caddy's error handling
+// (after its delay), so a site's handle_errors renders its own 429 page,
+// with Retry-After still set and the request still counted as an error.
+func TestTarpitHandleErrors(t *testing.T) {
+	port := harness.FreePort(t)
+	c := harness.RunCaddyfile(t, fmt.Sprintf(`{
+	auto_https off
+	stick_table per_ip {
+		type ip
+		size 1k
+		store http_err_cnt
+	}
+}
+
+:%d {
+	track per_ip {client_ip}
+	tarpit 200ms
+	handle_errors 429 {
+		respond "slow down: {err.status_code}" 429
+	}
+}
+`, port))
+	start := time.Now()
+	status, hdr, body := get(t, client(), fmt.Sprintf("http://127.0.0.1:%d/", port))
+	if took := time.Since(start); took < 200*time.Millisecond {
+		t.Errorf("answered after %v, before the 200ms delay", took)
+	}
+	if status != http.StatusTooManyRequests || body != "slow down: 429" || hdr.Get("Retry-After") != "1" {
+		t.Fatalf("tarpit with handle_errors: %d %q Retry-After %q; want the site's own 429 page and Retry-After 1", status, body, hdr.Get("Retry-After"))
+	}
+	if e, _ := adminEntry(t, c, "per_ip", "127.0.0.1"); e.Values["http_err_cnt"] != 1 {
+		t.Errorf("tarpitted request not counted as an error: %v", e.Values)
+	}
+}
+
+// TestAdminAPIEdgeCases: a huge ban is clamped (it never wraps around into
+// no ban), trailing data after the JSON body is refused, a body over 1 MiB
+// is a 413, and a string key cut by len inside a UTF-8 character is
+// addressable by the key the API prints.
+func TestAdminAPIEdgeCases(t *testing.T) {
+	port := harness.FreePort(t)
+	c := harness.RunCaddyfile(t, fmt.Sprintf(`{
+	auto_https off
+	stick_table per_ip {
+		type ip
+		size 1k
+		store gpc0 ban
+	}
+	stick_table names {
+		type string len 4
+		size 1k
+		store http_req_cnt
+	}
+}
+
+:%d {
+	track names {header.X-Name}
+	respond ok
+}
+`, port))
+	out := adminJSON(t, c, http.MethodPut, "/stick-tables/per_ip/192.0.2.1", `{"ban": 9223372036854775807}`, 200)
+	var e entry
+	if err := json.Unmarshal([]byte(out), &e); err != nil {
+		t.Fatal(err)
+	}
+	const hundredYears = 100 * 365 * 24 * 3600 * 1000
+	if e.Values["ban"] < hundredYears-60_000 || e.Values["ban"] > hundredYears {
+		t.Errorf("ban of 2^63-1 ms: %d ms left, want it clamped to 100 years (%d ms)", e.Values["ban"], uint64(hundredYears))
+	}
+	var banned []entry
+	_ = json.Unmarshal([]byte(adminJSON(t, c, http.MethodGet, "/stick-tables/per_ip?filter=banned", "", 200)), &banned)
+	if len(banned) != 1 {
+		t.Errorf("huge ban not in force: %+v", banned)
+	}
+
+	for _, bad := range []struct {
+		body   string
+		status int
+		msg    string
+	}{
+		{`{"gpc0": 2} xyz`, 400, "trailing data after the JSON object"},
+		{`{"gpc0": 2}{"gpc0": 3}`, 400, "trailing data after the JSON object"},
+		{`{"gpc0": ` + strings.Repeat("1", 2<<20) + `}`, 413, "larger than 1 MiB"},
+		{`{"ban": "10"}`, 400, `ban "10"`},
+	} {
+		status, out := c.AdminRequest(http.MethodPut, "/stick-tables/per_ip/192.0.2.2", strings.NewReader(bad.body))
+		var je struct{ Error string }
+		if status != bad.status || json.Unmarshal([]byte(out), &je) != nil || !strings.Contains(je.Error, bad.msg) {
+			t.Errorf("PUT %.40q: %d %.200s; want %d JSON naming %q", bad.body, status, out, bad.status, bad.msg)
+		}
+	}
+	if _, ok := adminEntry(t, c, "per_ip", "192.0.2.2"); ok {
+		t.Error("a refused PUT created its entry")
+	}
+
+	// "abcé" is 5 bytes; len 4 cuts inside the é.
+	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/", port), nil)
+	req.Header.Set("X-Name", "abcé")
+	resp, err := client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var names []entry
+	if err := json.Unmarshal([]byte(adminJSON(t, c, http.MethodGet, "/stick-tables/names", "", 200)), &names); err != nil || len(names) != 1 {
+		t.Fatalf("names: %v %+v", err, names)
+	}
+	printed := names[0].Key
+	if e, ok := adminEntry(t, c, "names", url.PathEscape(printed)); !ok || e.Values["http_req_cnt"] != 1 {
+		t.Errorf("entry printed as %q cannot be addressed by that key: %+v %v", printed, e, ok)
+	}
+	if printed != "abc" {
+		t.Errorf("key cut to %q, want %q (the last whole character within 4 bytes)", printed, "abc")
 	}
 }

@@ -3,8 +3,12 @@ package stick_test
 import (
 	"fmt"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
 
 	"github.com/rampart-edge/caddy-rampart/integration/harness"
 )
@@ -138,5 +142,76 @@ func TestStickinessAcrossReload(t *testing.T) {
 		if _, _, body := get(t, hc, url); body != other {
 			t.Fatalf("entry not updated to the fallback's choice: got %s, want %s", body, other)
 		}
+	}
+}
+
+// stickGoroutines counts the goroutines running code of the stick
+// packages (the table clock's ticker, the expiry sweeper).
+func stickGoroutines() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "caddy-rampart/modules/stick") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestGoroutinesEndWithTheApp reloads 20 times and stops Caddy: the stick
+// goroutines stay flat across reloads and none is left after Stop, while
+// the table's entries survive every reload.
+func TestGoroutinesEndWithTheApp(t *testing.T) {
+	port := harness.FreePort(t)
+	c := harness.RunCaddyfile(t, reloadCaddyfile(port, "1k", "10s", "g0"))
+	hc := client()
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	get(t, hc, url)
+	running := stickGoroutines()
+	if running == 0 {
+		t.Fatal("no stick goroutine while the app runs (test cannot see them)")
+	}
+	for i := 1; i <= 20; i++ {
+		c.Reload(reloadCaddyfile(port, "1k", "10s", fmt.Sprintf("g%d", i)))
+		get(t, hc, url)
+	}
+	hc.CloseIdleConnections()
+	if got := stickGoroutines(); got != running {
+		t.Errorf("stick goroutines %d after 20 reloads, %d before", got, running)
+	}
+	if e, _ := adminEntry(t, c, "per_ip", "127.0.0.1"); e.Values["http_req_cnt"] != 21 {
+		t.Errorf("entry after 20 reloads counts %d requests, want 21", e.Values["http_req_cnt"])
+	}
+	if err := caddy.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for stickGoroutines() != 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := stickGoroutines(); got != 0 {
+		buf := make([]byte, 1<<20)
+		t.Errorf("%d stick goroutines left after Stop:\n%s", got, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+// TestAdminAPIFollowsTheConfig: the admin API serves the tables of the
+// running config; after a reload to a config without stick tables it
+// answers 404, and after a reload back the kept tables are served again.
+func TestAdminAPIFollowsTheConfig(t *testing.T) {
+	port := harness.FreePort(t)
+	c := harness.RunCaddyfile(t, reloadCaddyfile(port, "1k", "10s", "one"))
+	adminJSON(t, c, http.MethodPut, "/stick-tables/per_ip/192.0.2.1", `{"gpc0": 4}`, 200)
+	c.Reload(fmt.Sprintf("{\n\tauto_https off\n}\n:%d {\n\trespond none\n}\n", port))
+	if out := adminJSON(t, c, http.MethodGet, "/stick-tables/", "", 404); !strings.Contains(out, "no stick tables are configured") {
+		t.Errorf("without stick tables: %s", out)
+	}
+	c.Reload(reloadCaddyfile(port, "1k", "10s", "two"))
+	if _, ok := adminEntry(t, c, "per_ip", "192.0.2.1"); ok {
+		t.Error("a table dropped from the config came back with its entries")
+	}
+	if out := adminJSON(t, c, http.MethodGet, "/stick-tables/", "", 200); !strings.Contains(out, `"name":"per_ip"`) {
+		t.Errorf("tables after the reload back: %s", out)
 	}
 }

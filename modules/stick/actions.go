@@ -1,6 +1,7 @@
 package stick
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -14,23 +15,23 @@ import (
 
 func init() {
 	caddy.RegisterModule(Tarpit{})
-	caddy.RegisterModule(StickInc{})
-	caddy.RegisterModule(StickSet{})
-	caddy.RegisterModule(StickBan{})
-	caddy.RegisterModule(MatchStick{})
+	caddy.RegisterModule(Inc{})
+	caddy.RegisterModule(Set{})
+	caddy.RegisterModule(Ban{})
 }
 
 // Tarpit (`tarpit [<matcher>] <delay> [<status>]`) holds the request for the
-// delay, then answers with the status (429 by default; HAProxy's default is
-// 500) and a Retry-After header of the delay in whole seconds, without
-// running the rest of the route. A client that goes away during the delay
-// frees the request at once. Tarpitted requests count as http_err in every
-// table tracked by the request (as in HAProxy) and in
-// rampart_stick_rejections_total{layer="http"}.
+// delay, then ends it with an error of the status (429 by default; HAProxy's
+// default is 500) and a Retry-After header of the delay in whole seconds,
+// without running the rest of the route. Being an error, the answer goes
+// through the site's handle_errors, which can render its own page. A
+// client that goes away during the delay frees the request at once.
+// Tarpitted requests count as http_err in every table tracked by the
+// request (as in HAProxy) and in rampart_stick_rejections_total{layer="http"}.
 type Tarpit struct {
 	// How long to hold the request.
 	Delay caddy.Duration `json:"delay"`
-	// The response status (default 429).
+	// The response status: a 4xx or 5xx code (default 429).
 	StatusCode int `json:"status_code,omitempty"`
 }
 
@@ -50,10 +51,17 @@ func (h *Tarpit) Validate() error {
 	return nil
 }
 
-// ServeHTTP holds and answers the request.
+// errTarpitted is the error a tarpitted request ends with.
+var errTarpitted = errors.New("request tarpitted by a stick table rule")
+
+// ServeHTTP holds the request, then returns the tarpit's error.
 func (h *Tarpit) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	for _, tr := range stateOrNil(r) {
 		rejections.WithLabelValues(tr.name, layerHTTP).Inc()
+	}
+	status := h.StatusCode
+	if status == 0 {
+		status = http.StatusTooManyRequests
 	}
 	if d := time.Duration(h.Delay); d > 0 {
 		timer := time.NewTimer(d)
@@ -61,17 +69,12 @@ func (h *Tarpit) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		case <-timer.C:
 		case <-r.Context().Done():
 			timer.Stop()
-			return nil
+			return caddyhttp.Error(status, errTarpitted)
 		}
-	}
-	status := h.StatusCode
-	if status == 0 {
-		status = http.StatusTooManyRequests
 	}
 	secs := (time.Duration(h.Delay) + time.Second - 1) / time.Second
 	w.Header().Set("Retry-After", strconv.Itoa(max(int(secs), 1)))
-	w.WriteHeader(status)
-	return nil
+	return caddyhttp.Error(status, errTarpitted)
 }
 
 func stateOrNil(r *http.Request) []tracked {
@@ -81,11 +84,11 @@ func stateOrNil(r *http.Request) []tracked {
 	return nil
 }
 
-// StickInc (`stick_inc [<matcher>] <table> <data> [<n>] [key <expr>]`) adds
+// Inc (`stick_inc [<matcher>] <table> <data> [<n>] [key <expr>]`) adds
 // n (default 1) to a counter of the entry, as HAProxy's sc-inc-gpc: gpc<N>
 // also advances gpc<N>_rate when the table stores it. Any counter or rate
 // may be named.
-type StickInc struct {
+type Inc struct {
 	target
 	// The value to increment: gpc0, gpc1, ... (or any counter or rate).
 	Data string `json:"data"`
@@ -96,12 +99,12 @@ type StickInc struct {
 }
 
 // CaddyModule returns the Caddy module information.
-func (StickInc) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "http.handlers.stick_inc", New: func() caddy.Module { return new(StickInc) }}
+func (Inc) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.stick_inc", New: func() caddy.Module { return new(Inc) }}
 }
 
 // Provision resolves the table and value.
-func (h *StickInc) Provision(ctx caddy.Context) error {
+func (h *Inc) Provision(ctx caddy.Context) error {
 	col, err := h.provisionColumn(ctx, "stick_inc", h.Data)
 	if err != nil {
 		return err
@@ -111,7 +114,7 @@ func (h *StickInc) Provision(ctx caddy.Context) error {
 }
 
 // ServeHTTP increments and continues.
-func (h *StickInc) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+func (h *Inc) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	n := h.Count
 	if n == 0 {
 		n = 1
@@ -120,11 +123,11 @@ func (h *StickInc) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	return next.ServeHTTP(w, r)
 }
 
-// StickSet (`stick_set [<matcher>] <table> <data> <value> [key <expr>]`)
+// Set (`stick_set [<matcher>] <table> <data> <value> [key <expr>]`)
 // stores a value in the entry, as HAProxy's sc-set-gpt: gpt<N> usually, but
 // any stored value may be set. The value may be a placeholder expression
 // that evaluates to a non-negative integer.
-type StickSet struct {
+type Set struct {
 	target
 	// The value to set: gpt0, gpt1, ... (or any stored value).
 	Data string `json:"data"`
@@ -135,12 +138,12 @@ type StickSet struct {
 }
 
 // CaddyModule returns the Caddy module information.
-func (StickSet) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "http.handlers.stick_set", New: func() caddy.Module { return new(StickSet) }}
+func (Set) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.stick_set", New: func() caddy.Module { return new(Set) }}
 }
 
 // Provision resolves the table and value.
-func (h *StickSet) Provision(ctx caddy.Context) error {
+func (h *Set) Provision(ctx caddy.Context) error {
 	col, err := h.provisionColumn(ctx, "stick_set", h.Data)
 	if err != nil {
 		return err
@@ -154,7 +157,7 @@ func (h *StickSet) Provision(ctx caddy.Context) error {
 
 // ServeHTTP sets the value and continues; a value that does not evaluate
 // to an integer is skipped.
-func (h *StickSet) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+func (h *Set) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	text := h.Value
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		text = repl.ReplaceAll(h.Value, "")
@@ -165,11 +168,11 @@ func (h *StickSet) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	return next.ServeHTTP(w, r)
 }
 
-// StickBan (`stick_ban [<matcher>] <table> <duration> [key <expr>]`) bans the
+// Ban (`stick_ban [<matcher>] <table> <duration> [key <expr>]`) bans the
 // entry's key for the duration: `stick <table> banned` matches, the listener
 // wrapper and layer4 handler refuse its connections with `reject banned`.
 // The table must store ban.
-type StickBan struct {
+type Ban struct {
 	target
 	// How long the ban lasts.
 	Duration caddy.Duration `json:"duration"`
@@ -178,12 +181,12 @@ type StickBan struct {
 }
 
 // CaddyModule returns the Caddy module information.
-func (StickBan) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "http.handlers.stick_ban", New: func() caddy.Module { return new(StickBan) }}
+func (Ban) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.stick_ban", New: func() caddy.Module { return new(Ban) }}
 }
 
 // Provision resolves the table.
-func (h *StickBan) Provision(ctx caddy.Context) error {
+func (h *Ban) Provision(ctx caddy.Context) error {
 	if err := h.provision(ctx, "stick_ban"); err != nil {
 		return err
 	}
@@ -191,80 +194,30 @@ func (h *StickBan) Provision(ctx caddy.Context) error {
 	if !ok {
 		return fmt.Errorf("stick_ban %s: the table does not store ban (add ban to its store list)", h.Table)
 	}
-	if h.Duration <= 0 {
-		return fmt.Errorf("stick_ban %s: duration %s must be positive", h.Table, time.Duration(h.Duration))
-	}
 	h.col = col
 	return nil
 }
 
+// Validate checks the duration.
+func (h *Ban) Validate() error {
+	if h.Duration <= 0 {
+		return fmt.Errorf("stick_ban %s: duration %s must be positive", h.Table, time.Duration(h.Duration))
+	}
+	return nil
+}
+
 // ServeHTTP bans and continues.
-func (h *StickBan) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+func (h *Ban) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	ms := uint64(time.Duration(h.Duration).Milliseconds())
 	h.with(r, func(ref table.Ref) { h.tbl.Set(ref, h.col, ms) })
 	return next.ServeHTTP(w, r)
 }
 
-// MatchStick (`stick <table> <data> <op> <value> [key <expr>]` or
-// `stick <table> banned [key <expr>]`) matches requests whose table entry
-// satisfies the condition. The entry is the one track used for the table in
-// this request, or the entry of the key expression (looked up, never
-// created: a missing entry reads as zeros and is never banned). Without a
-// key expression and without a track for the table the matcher does not
-// match.
-type MatchStick struct {
-	target
-	Condition
-
-	cond compiled
-}
-
-// CaddyModule returns the Caddy module information.
-func (MatchStick) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "http.matchers.stick", New: func() caddy.Module { return new(MatchStick) }}
-}
-
-// Provision resolves the table and compiles the condition.
-func (m *MatchStick) Provision(ctx caddy.Context) error {
-	if err := m.provision(ctx, "stick matcher"); err != nil {
-		return err
-	}
-	c, err := m.Condition.compile(m.Table, m.tbl)
-	if err != nil {
-		return fmt.Errorf("stick matcher: %v", err)
-	}
-	m.cond = c
-	return nil
-}
-
-// Match implements caddyhttp.RequestMatcher.
-func (m *MatchStick) Match(r *http.Request) bool {
-	ok, _ := m.MatchWithError(r)
-	return ok
-}
-
-// MatchWithError implements caddyhttp.RequestMatcherWithError.
-func (m *MatchStick) MatchWithError(r *http.Request) (bool, error) {
-	if m.Key == "" {
-		tr, ok := stateOf(r).find(m.Table)
-		if !ok {
-			return false, nil
-		}
-		return m.cond.held(m.tbl, tr.ref), nil
-	}
-	k, err := m.key(r)
-	if err != nil {
-		return false, nil
-	}
-	return m.cond.lookup(m.tbl, k), nil
-}
-
 var (
-	_ caddyhttp.MiddlewareHandler       = (*Tarpit)(nil)
-	_ caddyhttp.MiddlewareHandler       = (*StickInc)(nil)
-	_ caddyhttp.MiddlewareHandler       = (*StickSet)(nil)
-	_ caddyhttp.MiddlewareHandler       = (*StickBan)(nil)
-	_ caddyhttp.RequestMatcherWithError = (*MatchStick)(nil)
-	_ caddy.Provisioner                 = (*MatchStick)(nil)
-	_ caddy.Validator                   = (*Tarpit)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Tarpit)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Inc)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Set)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Ban)(nil)
+	_ caddy.Validator             = (*Tarpit)(nil)
+	_ caddy.Validator             = (*Ban)(nil)
 )

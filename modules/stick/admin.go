@@ -2,6 +2,7 @@ package stick
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -29,16 +30,29 @@ func init() {
 //	DELETE /stick-tables/<name>/<key>         delete one entry
 //	PUT    /stick-tables/<name>/<key>         set values: {"gpc0": 1, "gpt0": 3, "ban": "10m"}
 //
-// Errors are 4xx JSON objects {"error": "..."} naming the problem.
-type adminAPI struct{}
+// Errors are 4xx JSON objects {"error": "..."} naming the problem. The
+// router is provisioned with each config, as Caddy's PKI admin API is, and
+// serves that config's stick_tables app.
+type adminAPI struct {
+	app *App
+}
 
 // CaddyModule returns the Caddy module information.
 func (adminAPI) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "admin.api.stick_tables", New: func() caddy.Module { return new(adminAPI) }}
 }
 
+// Provision finds the config's stick_tables app, if it has one.
+func (a *adminAPI) Provision(ctx caddy.Context) error {
+	app, err := ctx.AppIfConfigured("stick_tables")
+	if err == nil {
+		a.app = app.(*App)
+	}
+	return nil
+}
+
 // Routes returns the /stick-tables/ route.
-func (a adminAPI) Routes() []caddy.AdminRoute {
+func (a *adminAPI) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{{Pattern: "/stick-tables/", Handler: caddy.AdminHandlerFunc(a.serve)}}
 }
 
@@ -81,8 +95,8 @@ type EntryJSON struct {
 	Values map[string]uint64 `json:"values"`
 }
 
-func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
-	app := current.Load()
+func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
+	app := a.app
 	if app == nil {
 		return apiErr(http.StatusNotFound, "no stick tables are configured")
 	}
@@ -124,7 +138,7 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		}
 		return writeJSON(w, map[string]int{"deleted": 1})
 	case http.MethodPut:
-		writes, err := parsePut(lt, r.Body)
+		writes, err := parsePut(lt, http.MaxBytesReader(w, r.Body, maxBody))
 		if err != nil {
 			return err
 		}
@@ -166,55 +180,54 @@ func entryJSON(lt *liveTable, e table.Entry) EntryJSON {
 	}
 }
 
-// filter is one `filter=<data><op><value>` (ops > >= < <= = != or the
-// words gt ge lt le eq ne separated by spaces) or `filter=banned`.
+// filter is one `filter=<data><op><value>` (ops > >= < <= = != == or
+// the words gt ge lt le eq ne separated by spaces) or `filter=banned`: a
+// condition of the matchers' grammar, evaluated on listed entries.
 type filter struct {
-	idx    int
-	op     func(a, b uint64) bool
-	value  uint64
-	banned bool
+	idx  int // of the condition's value in Entry.Values
+	cond compiled
 }
 
+// symbolOps are the filter's comparison symbols, as the grammar's words.
 var symbolOps = []struct{ sym, word string }{{">=", "ge"}, {"<=", "le"}, {"!=", "ne"}, {"==", "eq"}, {">", "gt"}, {"<", "lt"}, {"=", "eq"}}
 
+// filterArgs splits a filter into the condition grammar's arguments:
+// `banned`, `<data> <op> <value>` with spaces, or `<data><sym><value>`.
+func filterArgs(text string) []string {
+	if f := strings.Fields(text); len(f) == 1 && f[0] == "banned" || len(f) == 3 {
+		return f
+	}
+	for _, so := range symbolOps {
+		if i := strings.Index(text, so.sym); i > 0 {
+			return []string{strings.TrimSpace(text[:i]), so.word, strings.TrimSpace(text[i+len(so.sym):])}
+		}
+	}
+	return nil
+}
+
 func parseFilter(lt *liveTable, text string) (filter, error) {
-	cols := lt.schema.Columns()
-	if text == "banned" {
-		for i, c := range cols {
-			if c.Name == "ban" {
-				return filter{idx: i, banned: true}, nil
-			}
-		}
-		return filter{}, apiErr(http.StatusBadRequest, "filter %q: the table does not store ban", text)
-	}
-	var data, opWord, value string
-	if f := strings.Fields(text); len(f) == 3 {
-		data, opWord, value = f[0], f[1], f[2]
-	} else {
-		for _, so := range symbolOps {
-			if i := strings.Index(text, so.sym); i > 0 {
-				data, opWord, value = strings.TrimSpace(text[:i]), so.word, strings.TrimSpace(text[i+len(so.sym):])
-				break
-			}
-		}
-	}
-	if data == "" {
+	args := filterArgs(text)
+	if args == nil {
 		return filter{}, apiErr(http.StatusBadRequest, "filter %q: want <data><op><value>, e.g. http_req_rate>100, or banned", text)
 	}
-	op, ok := ops[opWord]
-	if !ok {
-		return filter{}, apiErr(http.StatusBadRequest, "filter %q: unknown comparison %q", text, opWord)
-	}
-	n, err := strconv.ParseUint(value, 10, 64)
+	c, err := parseOneCondition(args, fmt.Sprintf("filter %q", text))
 	if err != nil {
-		return filter{}, apiErr(http.StatusBadRequest, "filter %q: value %q is not a non-negative integer", text, value)
+		return filter{}, apiErr(http.StatusBadRequest, "%v", err)
 	}
-	for i, c := range cols {
-		if c.Name == data {
-			return filter{idx: i, op: op, value: n}, nil
+	cc, err := c.compile(lt.name, lt.tbl)
+	if err != nil {
+		return filter{}, apiErr(http.StatusBadRequest, "filter %q: %v", text, err)
+	}
+	name := c.Data
+	if c.Banned {
+		name = "ban"
+	}
+	for i, col := range lt.schema.Columns() {
+		if col.Name == name {
+			return filter{idx: i, cond: cc}, nil
 		}
 	}
-	return filter{}, apiErr(http.StatusBadRequest, "filter %q: the table does not store %q", text, data)
+	return filter{}, apiErr(http.StatusBadRequest, "filter %q: the table does not store %q", text, name)
 }
 
 func parseFilters(lt *liveTable, q url.Values) ([]filter, error) {
@@ -230,10 +243,10 @@ func parseFilters(lt *liveTable, q url.Values) ([]filter, error) {
 }
 
 func (f filter) match(e table.Entry) bool {
-	if f.banned {
+	if f.cond.banned {
 		return e.Values[f.idx] > 0
 	}
-	return f.op(e.Values[f.idx], f.value)
+	return f.cond.op(e.Values[f.idx], f.cond.value)
 }
 
 func matchAll(fs []filter, e table.Entry) bool {
@@ -347,11 +360,32 @@ func deleteEntries(w http.ResponseWriter, lt *liveTable, q url.Values) error {
 	return writeJSON(w, map[string]int{"deleted": n})
 }
 
-// parsePut reads {"<data>": <number>, "ban": "<duration>"|<ms>} into writes.
+// errTrailing reports data after the PUT body's JSON object.
+var errTrailing = errors.New("trailing data")
+
+// maxBody is the largest PUT body.
+const maxBody = 1 << 20
+
+// parsePut reads {"<data>": <number>, "ban": "<duration>"|<ms>} into
+// writes: one JSON object and nothing after it, at most 1 MiB.
 func parsePut(lt *liveTable, body io.Reader) ([]table.Write, error) {
 	var raw map[string]json.RawMessage
-	dec := json.NewDecoder(io.LimitReader(body, 1<<20))
-	if err := dec.Decode(&raw); err != nil {
+	dec := json.NewDecoder(body)
+	err := dec.Decode(&raw)
+	var tooBig *http.MaxBytesError
+	if err == nil {
+		if _, err = dec.Token(); err == io.EOF {
+			err = nil
+		} else if !errors.As(err, &tooBig) {
+			err = errTrailing
+		}
+	}
+	switch {
+	case errors.As(err, &tooBig):
+		return nil, apiErr(http.StatusRequestEntityTooLarge, "body is larger than 1 MiB")
+	case err == errTrailing:
+		return nil, apiErr(http.StatusBadRequest, "trailing data after the JSON object")
+	case err != nil:
 		return nil, apiErr(http.StatusBadRequest, "body is not a JSON object of values: %v", err)
 	}
 	if len(raw) == 0 {
@@ -373,9 +407,9 @@ func parsePut(lt *liveTable, body io.Reader) ([]table.Write, error) {
 		switch {
 		case json.Unmarshal(raw[name], &v) == nil:
 		case name == "ban" && json.Unmarshal(raw[name], &s) == nil:
-			d, err := table.ParseDuration(s)
-			if err != nil {
-				return nil, apiErr(http.StatusBadRequest, "ban %q: %v", s, err)
+			d, err := caddy.ParseDuration(s)
+			if err != nil || d < 0 {
+				return nil, apiErr(http.StatusBadRequest, "ban %q is not a duration such as \"10m\" (%v)", s, err)
 			}
 			v = uint64(d / time.Millisecond)
 		default:
@@ -387,4 +421,7 @@ func parsePut(lt *liveTable, body io.Reader) ([]table.Write, error) {
 	return writes, nil
 }
 
-var _ caddy.AdminRouter = adminAPI{}
+var (
+	_ caddy.AdminRouter = (*adminAPI)(nil)
+	_ caddy.Provisioner = (*adminAPI)(nil)
+)

@@ -3,13 +3,13 @@ package stick
 import (
 	"fmt"
 	"sort"
-	"sync"
-	"sync/atomic"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/rampart-edge/caddy-rampart/internal/metrics"
 	"github.com/rampart-edge/caddy-rampart/modules/stick/table"
 )
 
@@ -27,11 +27,12 @@ type App struct {
 	// Tables by name.
 	Tables map[string]*TableConfig `json:"tables,omitempty"`
 
-	tables map[string]*liveTable
-	keys   []string
-	logger *zap.Logger
-	stop   chan struct{}
-	done   chan struct{}
+	tables    map[string]*liveTable
+	keys      []string
+	logger    *zap.Logger
+	stop      chan struct{}
+	done      chan struct{}
+	stopClock func()
 }
 
 // TableConfig is one table.
@@ -41,8 +42,9 @@ type TableConfig struct {
 	// Length of string and binary keys in bytes (default 32); longer keys
 	// are truncated, shorter binary keys zero-padded.
 	Len int `json:"len,omitempty"`
-	// Maximum number of entries. When the table is full, the least recently
-	// used entry that no live connection or request holds is evicted.
+	// Maximum number of entries (at most 2^31). When the table is full, an
+	// entry that no live connection or request holds is evicted, chosen by
+	// CLOCK (entries hit since the eviction hand last passed are spared).
 	Size int `json:"size"`
 	// Entries expire after this long without use (0: never; they are then
 	// only evicted).
@@ -61,23 +63,47 @@ type TableConfig struct {
 	IPv6Prefix int `json:"ipv6_prefix,omitempty"`
 }
 
-// Schema builds and checks the table's schema; errors name the table.
-func (tc *TableConfig) Schema(name string) (*table.Schema, error) {
+// Validate checks the table and builds its schema. It holds every rule of
+// a table definition, for JSON configs and the Caddyfile alike (the
+// Caddyfile parser calls it to point at the user's line); errors name the
+// table and the offending value.
+func (tc *TableConfig) Validate(name string) (*table.Schema, error) {
+	fail := func(format string, args ...any) (*table.Schema, error) {
+		return nil, fmt.Errorf("stick_table %s: "+format, append([]any{name}, args...)...)
+	}
+	if name == "" {
+		return nil, fmt.Errorf("stick_table: empty table name")
+	}
+	if tc.Type == "" {
+		return fail("missing type")
+	}
 	kt, err := table.ParseKeyType(tc.Type)
 	if err != nil {
-		return nil, fmt.Errorf("stick table %s: %v", name, err)
+		return fail("%v", err)
+	}
+	if tc.Len != 0 && kt != table.KeyString && kt != table.KeyBinary {
+		return fail("len applies to string and binary keys, not %s", kt)
+	}
+	if tc.Len < 0 {
+		return fail("len %d is not a positive integer", tc.Len)
+	}
+	if tc.Size < 1 {
+		return fail("missing size (want a positive count of entries, e.g. size 100k)")
+	}
+	if tc.Size > table.MaxSize {
+		return fail("size %d is more than the largest table, %d entries", tc.Size, table.MaxSize)
+	}
+	if tc.Expire < 0 {
+		return fail("expire %s must not be negative", time.Duration(tc.Expire))
 	}
 	s := &table.Schema{Type: kt, KeyLen: tc.Len, IPv4Prefix: tc.IPv4Prefix, IPv6Prefix: tc.IPv6Prefix}
-	if tc.Len != 0 && kt != table.KeyString && kt != table.KeyBinary {
-		return nil, fmt.Errorf("stick table %s: len applies to string and binary keys, not %s", name, kt)
-	}
 	for _, spec := range tc.Store {
-		if s.Fields, err = table.ParseStore(s.Fields, spec); err != nil {
-			return nil, fmt.Errorf("stick table %s: %v", name, err)
+		if s.Fields, err = table.ParseStore(s.Fields, spec, caddy.ParseDuration); err != nil {
+			return fail("%v", err)
 		}
 	}
 	if err := s.Init(); err != nil {
-		return nil, fmt.Errorf("stick table %s: %v", name, err)
+		return fail("%v", err)
 	}
 	return s, nil
 }
@@ -97,17 +123,6 @@ func (*liveTable) Destruct() error { return nil }
 // tablePool holds the tables across reloads, keyed by name and schema.
 var tablePool = caddy.NewUsagePool()
 
-// lastSchema remembers the schema each table name had in the latest
-// config, to tell a schema change (fresh table, one log line) from a new
-// table.
-var (
-	lastSchemaMu sync.Mutex
-	lastSchema   = map[string]string{}
-)
-
-// current is the app of the running config, for the admin API and metrics.
-var current atomic.Pointer[App]
-
 // CaddyModule returns the Caddy module information.
 func (App) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
@@ -120,7 +135,9 @@ func (App) CaddyModule() caddy.ModuleInfo {
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	a.tables = make(map[string]*liveTable, len(a.Tables))
-	registerMetrics(ctx)
+	if err := metrics.Register(ctx, rejections, tableCollector{app: a}); err != nil {
+		return fmt.Errorf("stick tables: registering metrics: %v", err)
+	}
 	names := make([]string, 0, len(a.Tables))
 	for name := range a.Tables {
 		names = append(names, name)
@@ -129,26 +146,24 @@ func (a *App) Provision(ctx caddy.Context) error {
 	for _, name := range names {
 		tc := a.Tables[name]
 		if tc == nil {
-			return fmt.Errorf("stick table %s: empty definition", name)
+			return fmt.Errorf("stick_table %s: empty definition", name)
 		}
-		if name == "" {
-			return fmt.Errorf("stick table with an empty name")
-		}
-		schema, err := tc.Schema(name)
+		schema, err := tc.Validate(name)
 		if err != nil {
 			return err
 		}
-		if tc.Size < 1 {
-			return fmt.Errorf("stick table %s: size %d must be at least 1", name, tc.Size)
-		}
-		if tc.Expire < 0 {
-			return fmt.Errorf("stick table %s: expire %s must not be negative", name, time.Duration(tc.Expire))
-		}
 		poolKey := name + "\x00" + schema.String()
+		tablePool.Range(func(key, val any) bool {
+			if k := key.(string); k != poolKey && strings.HasPrefix(k, name+"\x00") {
+				a.logger.Warn("stick table schema changed: starting a fresh table, previous entries are dropped",
+					zap.String("table", name), zap.String("previous", val.(*liveTable).schema.String()), zap.String("new", schema.String()))
+			}
+			return true
+		})
 		val, loaded, err := tablePool.LoadOrNew(poolKey, func() (caddy.Destructor, error) {
 			t, err := table.New(schema, table.Options{Size: tc.Size, Expire: time.Duration(tc.Expire)})
 			if err != nil {
-				return nil, fmt.Errorf("stick table %s: %v", name, err)
+				return nil, fmt.Errorf("stick_table %s: %v", name, err)
 			}
 			return &liveTable{name: name, tbl: t, schema: schema}, nil
 		})
@@ -163,21 +178,14 @@ func (a *App) Provision(ctx caddy.Context) error {
 				lt.tbl.Resize(tc.Size)
 			}
 		}
-		lastSchemaMu.Lock()
-		if prev, ok := lastSchema[name]; ok && prev != schema.String() {
-			a.logger.Warn("stick table schema changed: starting a fresh table, previous entries are dropped",
-				zap.String("table", name), zap.String("previous", prev), zap.String("new", schema.String()))
-		}
-		lastSchema[name] = schema.String()
-		lastSchemaMu.Unlock()
 		a.tables[name] = lt
 	}
 	return nil
 }
 
-// Start makes the app the current one and starts the expiry sweeper.
+// Start starts the table clock and the expiry sweeper.
 func (a *App) Start() error {
-	current.Store(a)
+	a.stopClock = table.StartClock()
 	a.stop, a.done = make(chan struct{}), make(chan struct{})
 	go a.sweep()
 	return nil
@@ -201,14 +209,17 @@ func (a *App) sweep() {
 	}
 }
 
-// Stop stops the sweeper.
+// Stop stops the sweeper and ends the app's use of the table clock.
 func (a *App) Stop() error {
 	if a.stop != nil {
 		close(a.stop)
 		<-a.done
 		a.stop = nil
 	}
-	current.CompareAndSwap(a, nil)
+	if a.stopClock != nil {
+		a.stopClock()
+		a.stopClock = nil
+	}
 	return nil
 }
 

@@ -2,6 +2,7 @@ package stick
 
 import (
 	"encoding/json"
+	"fmt"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -57,9 +58,6 @@ func ParseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			if len(args) != 1 && len(args) != 3 {
 				return nil, d.Errf("stick_table %s: type takes `<type>` or `<type> len <n>`", name)
 			}
-			if _, err := table.ParseKeyType(args[0]); err != nil {
-				return nil, d.Errf("stick_table %s: %v", name, err)
-			}
 			tc.Type = args[0]
 			if len(args) == 3 {
 				if args[1] != "len" {
@@ -75,7 +73,7 @@ func ParseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			if err := need(1); err != nil {
 				return nil, err
 			}
-			n, err := table.ParseSize(args[0])
+			n, err := parseSize(args[0])
 			if err != nil {
 				return nil, d.Errf("stick_table %s: size: %v", name, err)
 			}
@@ -84,19 +82,14 @@ func ParseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			if err := need(1); err != nil {
 				return nil, err
 			}
-			dur, err := table.ParseDuration(args[0])
+			dur, err := caddy.ParseDuration(args[0])
 			if err != nil {
-				return nil, d.Errf("stick_table %s: expire: %v", name, err)
+				return nil, d.Errf("stick_table %s: expire %q: %v", name, args[0], err)
 			}
 			tc.Expire = caddy.Duration(dur)
 		case "store":
 			if len(args) == 0 {
 				return nil, d.Errf("stick_table %s: store needs at least one data type", name)
-			}
-			for _, spec := range args {
-				if _, err := table.ParseStore(nil, spec); err != nil {
-					return nil, d.Errf("stick_table %s: %v", name, err)
-				}
 			}
 			tc.Store = append(tc.Store, args...)
 		case "ipv4_prefix", "ipv6_prefix":
@@ -116,17 +109,38 @@ func ParseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			return nil, d.Errf("stick_table %s: unknown option %q (want type, size, expire, store, ipv4_prefix, ipv6_prefix)", name, opt)
 		}
 	}
-	if tc.Type == "" {
-		return nil, d.Errf("stick_table %s: missing type", name)
-	}
-	if tc.Size == 0 {
-		return nil, d.Errf("stick_table %s: missing size", name)
-	}
-	if _, err := tc.Schema(name); err != nil {
+	// The table's rules live in Validate (JSON configs get them too); run
+	// them here as well so that the error points at the user's block.
+	if _, err := tc.Validate(name); err != nil {
 		return nil, d.Err(err.Error())
 	}
 	app.Tables[name] = tc
 	return httpcaddyfile.App{Name: "stick_tables", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// parseSize reads a table size: a count with an optional k, m or g suffix
+// (powers of 1024, as in HAProxy: 1m is 1048576 entries). Errors quote
+// what the user wrote.
+func parseSize(text string) (int, error) {
+	digits, mult := text, 1
+	if n := len(text); n > 0 {
+		switch text[n-1] {
+		case 'k', 'K':
+			digits, mult = text[:n-1], 1<<10
+		case 'm', 'M':
+			digits, mult = text[:n-1], 1<<20
+		case 'g', 'G':
+			digits, mult = text[:n-1], 1<<30
+		}
+	}
+	n, err := strconv.Atoi(digits)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("%q is not a positive count (want e.g. 1000, 100k or 1m)", text)
+	}
+	if n > table.MaxSize/mult {
+		return 0, fmt.Errorf("%q is more than the largest table, %d entries", text, table.MaxSize)
+	}
+	return n * mult, nil
 }
 
 // UnmarshalCaddyfile parses `track <table> <key>`.
@@ -151,16 +165,17 @@ func (h *Tarpit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.Err("tarpit: want `tarpit [<matcher>] <delay> [<status>]`")
 	}
 	dur, err := caddy.ParseDuration(args[0])
-	if err != nil || dur < 0 {
-		return d.Errf("tarpit: delay %q is not a duration", args[0])
+	if err != nil {
+		return d.Errf("tarpit: delay %q: %v", args[0], err)
 	}
 	h.Delay = caddy.Duration(dur)
 	if len(args) == 2 {
-		n, err := strconv.Atoi(args[1])
-		if err != nil || n < 400 || n > 599 {
-			return d.Errf("tarpit: status %q is not a 4xx or 5xx code", args[1])
+		if h.StatusCode, err = strconv.Atoi(args[1]); err != nil {
+			return d.Errf("tarpit: status %q is not a number", args[1])
 		}
-		h.StatusCode = n
+	}
+	if err := h.Validate(); err != nil {
+		return d.Err(err.Error())
 	}
 	return nil
 }
@@ -186,7 +201,7 @@ func (t *target) parseTarget(d *caddyfile.Dispenser, directive string) ([]string
 }
 
 // UnmarshalCaddyfile parses `stick_inc <table> <data> [<n>] [key <expr>]`.
-func (h *StickInc) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+func (h *Inc) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	args, err := h.parseTarget(d, "stick_inc")
 	if err != nil {
 		return err
@@ -204,7 +219,7 @@ func (h *StickInc) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 }
 
 // UnmarshalCaddyfile parses `stick_set <table> <data> <value> [key <expr>]`.
-func (h *StickSet) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+func (h *Set) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	args, err := h.parseTarget(d, "stick_set")
 	if err != nil {
 		return err
@@ -217,7 +232,7 @@ func (h *StickSet) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 }
 
 // UnmarshalCaddyfile parses `stick_ban <table> <duration> [key <expr>]`.
-func (h *StickBan) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+func (h *Ban) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	args, err := h.parseTarget(d, "stick_ban")
 	if err != nil {
 		return err
@@ -225,11 +240,14 @@ func (h *StickBan) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if len(args) != 1 {
 		return d.Errf("stick_ban %s: want `<duration>`, e.g. 10m", h.Table)
 	}
-	dur, err := table.ParseDuration(args[0])
-	if err != nil || dur <= 0 {
-		return d.Errf("stick_ban %s: duration %q is not a positive duration", h.Table, args[0])
+	dur, err := caddy.ParseDuration(args[0])
+	if err != nil {
+		return d.Errf("stick_ban %s: duration %q: %v", h.Table, args[0], err)
 	}
 	h.Duration = caddy.Duration(dur)
+	if err := h.Validate(); err != nil {
+		return d.Err(err.Error())
+	}
 	return nil
 }
 
@@ -262,7 +280,7 @@ func (m *L4MatchStick) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return parseMatcher(d, "stick", &m.Table, &m.Key, &m.Condition)
 }
 
-// parseConnTracker reads `<name> <table> [<key>] { reject <condition> ... }`.
+// parseCaddyfile reads `<name> <table> [<key>] { reject <condition> ... }`.
 func (c *connTracker) parseCaddyfile(d *caddyfile.Dispenser, directive string, allowKey bool) (string, error) {
 	d.Next()
 	args := d.RemainingArgs()
@@ -305,7 +323,7 @@ func (h *L4Track) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // UnmarshalCaddyfile parses `lb_policy stick <table> [fallback <policy>
 // [<args>]]`; the fallback may also be given in a block.
-func (s *StickSelection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+func (s *Selection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // policy name
 	if !d.NextArg() {
 		return d.Err("lb_policy stick: missing table name")
@@ -352,12 +370,12 @@ func (s *StickSelection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 var (
 	_ caddyfile.Unmarshaler = (*Track)(nil)
 	_ caddyfile.Unmarshaler = (*Tarpit)(nil)
-	_ caddyfile.Unmarshaler = (*StickInc)(nil)
-	_ caddyfile.Unmarshaler = (*StickSet)(nil)
-	_ caddyfile.Unmarshaler = (*StickBan)(nil)
+	_ caddyfile.Unmarshaler = (*Inc)(nil)
+	_ caddyfile.Unmarshaler = (*Set)(nil)
+	_ caddyfile.Unmarshaler = (*Ban)(nil)
 	_ caddyfile.Unmarshaler = (*MatchStick)(nil)
 	_ caddyfile.Unmarshaler = (*L4MatchStick)(nil)
 	_ caddyfile.Unmarshaler = (*ListenerWrapper)(nil)
 	_ caddyfile.Unmarshaler = (*L4Track)(nil)
-	_ caddyfile.Unmarshaler = (*StickSelection)(nil)
+	_ caddyfile.Unmarshaler = (*Selection)(nil)
 )

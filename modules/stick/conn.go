@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/rampart-edge/caddy-rampart/internal/netaddr"
 	"github.com/rampart-edge/caddy-rampart/modules/stick/table"
 )
 
@@ -90,19 +90,7 @@ func (c *connTracker) open(k table.Key, remote string) (ref table.Ref, ok bool) 
 
 // addrKey is the key of a remote address for an ip or ipv6 table.
 func addrKey(t *table.Table, addr net.Addr) (table.Key, error) {
-	var ip netip.Addr
-	switch a := addr.(type) {
-	case *net.TCPAddr:
-		ip, _ = netip.AddrFromSlice(a.IP)
-	case *net.UDPAddr:
-		ip, _ = netip.AddrFromSlice(a.IP)
-	default:
-		if addr != nil {
-			if ap, err := netip.ParseAddrPort(addr.String()); err == nil {
-				ip = ap.Addr()
-			}
-		}
-	}
+	ip, _ := netaddr.IP(addr)
 	return t.Schema().KeyFromAddr(ip)
 }
 

@@ -40,7 +40,7 @@ func FuzzParseGlobalOption(f *testing.F) {
 			t.Fatalf("%q produced bad JSON: %v", input, err)
 		}
 		for name, tc := range app.Tables {
-			if _, err := tc.Schema(name); err != nil {
+			if _, err := tc.Validate(name); err != nil {
 				t.Fatalf("%q accepted but its schema fails: %v", input, err)
 			}
 			if tc.Size < 1 {
@@ -53,7 +53,7 @@ func FuzzParseGlobalOption(f *testing.F) {
 func testTable(t testing.TB, store ...string) *liveTable {
 	t.Helper()
 	tc := &TableConfig{Type: "ip", Size: 1000, Store: store}
-	s, err := tc.Schema("t")
+	s, err := tc.Validate("t")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func FuzzConditionAndFilter(f *testing.F) {
 				}
 			}
 		}
-		if fl, err := parseFilter(lt, input); err == nil && !fl.banned && fl.op == nil {
+		if fl, err := parseFilter(lt, input); err == nil && !fl.cond.banned && fl.cond.op == nil {
 			t.Fatalf("filter %q accepted without a comparison", input)
 		}
 	})

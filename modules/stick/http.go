@@ -106,7 +106,7 @@ func (h *Track) Provision(ctx caddy.Context) error {
 
 // ServeHTTP tracks the request, runs the rest of the route and counts the
 // response.
-func (h *Track) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+func (h *Track) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	keyText := h.Key
 	if repl != nil {
@@ -141,10 +141,30 @@ func (h *Track) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		w = &st.w
 	}
 	st.tracked = append(st.tracked, tracked{name: h.Table, tbl: h.tbl, ref: ref, key: keyText})
-
+	// Deferred: the rest of the route may panic (http.ErrAbortHandler when
+	// the origin or the client goes away mid-body); the entry is released
+	// on every way out.
+	completed := false
+	defer func() {
+		end := err
+		if !completed {
+			end = errPanicked // the panic goes on; the request counts as failed
+		}
+		h.tbl.Release(ref, st.endEvents(end))
+	}()
 	err = next.ServeHTTP(w, r)
+	completed = true
+	return err
+}
 
-	status := st.w.status
+// errPanicked stands for the error of a request whose handler panicked.
+var errPanicked = errors.New("handler panicked")
+
+// endEvents are the events of a finished request: its status (from the
+// response, else from the handler error; a request that panicked or wrote
+// nothing counts as 500 when it failed), and the bytes it carried.
+func (s *reqState) endEvents(err error) table.Events {
+	status := s.w.status
 	if status == 0 {
 		status = http.StatusOK
 		if err != nil {
@@ -155,12 +175,11 @@ func (h *Track) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 			}
 		}
 	}
-	ev := table.Events{ReqEnd: true, Status: status, Out: st.w.bytes}
-	if st.body != nil {
-		ev.In = st.body.n
+	ev := table.Events{ReqEnd: true, Status: status, Out: s.w.bytes}
+	if s.body != nil {
+		ev.In = s.body.n
 	}
-	h.tbl.Release(ref, ev)
-	return err
+	return ev
 }
 
 // placeholder resolves {http.stick.<table>.<data>} for the tables tracked in
@@ -251,9 +270,9 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// keyOrTracked resolves the entry an action or matcher works on: the entry
-// of the key expression when one is configured (created by Acquire when
-// create is true), else the entry tracked for the table in this request.
+// target names the entry an action or matcher works on: the entry of the
+// key expression when one is configured, else the entry track used for the
+// table in this request.
 type target struct {
 	// The table.
 	Table string `json:"table"`
@@ -312,8 +331,8 @@ func (t *target) with(r *http.Request, fn func(table.Ref)) bool {
 	if err != nil {
 		return false
 	}
+	defer t.tbl.Release(ref, table.Events{})
 	fn(ref)
-	t.tbl.Release(ref, table.Events{})
 	return true
 }
 

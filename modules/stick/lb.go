@@ -15,10 +15,10 @@ import (
 )
 
 func init() {
-	caddy.RegisterModule(StickSelection{})
+	caddy.RegisterModule(Selection{})
 }
 
-// StickSelection (`lb_policy stick <table> [fallback <policy>]`) keeps a
+// Selection (`lb_policy stick <table> [fallback <policy>]`) keeps a
 // client on the upstream it was sent to while its table entry lives: the
 // entry's server_id holds a hash of the upstream's dial address. When the
 // entry has no server_id, or that upstream is unavailable, the fallback
@@ -26,7 +26,7 @@ func init() {
 // the one track used for the table in this request, else the client IP. The
 // table must store server_id; since tables survive reloads, so does
 // stickiness.
-type StickSelection struct {
+type Selection struct {
 	// The table.
 	Table string `json:"table"`
 	// The policy that chooses when the entry names no available upstream.
@@ -38,15 +38,15 @@ type StickSelection struct {
 }
 
 // CaddyModule returns the Caddy module information.
-func (StickSelection) CaddyModule() caddy.ModuleInfo {
+func (Selection) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
 		ID:  "http.reverse_proxy.selection_policies.stick",
-		New: func() caddy.Module { return new(StickSelection) },
+		New: func() caddy.Module { return new(Selection) },
 	}
 }
 
 // Provision finds the table and loads the fallback.
-func (s *StickSelection) Provision(ctx caddy.Context) error {
+func (s *Selection) Provision(ctx caddy.Context) error {
 	t, err := lookupTable(ctx, s.Table)
 	if err != nil {
 		return fmt.Errorf("lb_policy stick: %v", err)
@@ -78,7 +78,7 @@ func serverID(up *reverseproxy.Upstream) uint64 {
 }
 
 // Select returns the client's upstream, or the fallback's choice.
-func (s *StickSelection) Select(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter) *reverseproxy.Upstream {
+func (s *Selection) Select(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter) *reverseproxy.Upstream {
 	var ref table.Ref
 	if tr, ok := stateOf(r).find(s.Table); ok {
 		ref = tr.ref
@@ -108,6 +108,6 @@ func (s *StickSelection) Select(pool reverseproxy.UpstreamPool, r *http.Request,
 }
 
 var (
-	_ reverseproxy.Selector = (*StickSelection)(nil)
-	_ caddy.Provisioner     = (*StickSelection)(nil)
+	_ reverseproxy.Selector = (*Selection)(nil)
+	_ caddy.Provisioner     = (*Selection)(nil)
 )

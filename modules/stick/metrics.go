@@ -1,11 +1,7 @@
 package stick
 
 import (
-	"errors"
-
-	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap"
 )
 
 // Layers for rampart_stick_rejections_total.
@@ -25,8 +21,9 @@ var rejections = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help:      "Requests and connections rejected or tarpitted because of a stick table, by table and layer (http, listener, layer4).",
 }, []string{"table", "layer"})
 
-// tableCollector reports the live tables of the running config.
-type tableCollector struct{}
+// tableCollector reports the tables of one config's app; it is registered
+// into that config's metrics registry.
+type tableCollector struct{ app *App }
 
 var (
 	entriesDesc = prometheus.NewDesc("rampart_stick_entries", "Entries in a stick table.", []string{"table"}, nil)
@@ -42,31 +39,10 @@ func (tableCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 // Collect implements prometheus.Collector.
-func (tableCollector) Collect(ch chan<- prometheus.Metric) {
-	a := current.Load()
-	if a == nil {
-		return
-	}
-	for name, lt := range a.tables {
+func (c tableCollector) Collect(ch chan<- prometheus.Metric) {
+	for name, lt := range c.app.tables {
 		ch <- prometheus.MustNewConstMetric(entriesDesc, prometheus.GaugeValue, float64(lt.tbl.Len()), name)
 		ch <- prometheus.MustNewConstMetric(capDesc, prometheus.GaugeValue, float64(lt.tbl.Size()), name)
 		ch <- prometheus.MustNewConstMetric(evictDesc, prometheus.CounterValue, float64(lt.tbl.Evictions()), name)
-	}
-}
-
-// registerMetrics registers the collectors into the config's registry,
-// tolerating a registry that already has them.
-func registerMetrics(ctx caddy.Context) {
-	reg := ctx.GetMetricsRegistry()
-	if reg == nil {
-		return
-	}
-	for _, c := range []prometheus.Collector{rejections, tableCollector{}} {
-		if err := reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				ctx.Logger().Warn("registering stick table metrics", zap.Error(err))
-			}
-		}
 	}
 }

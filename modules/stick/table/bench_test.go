@@ -1,6 +1,7 @@
 package table
 
 import (
+	"fmt"
 	"net/netip"
 	"runtime"
 	"sync/atomic"
@@ -25,6 +26,7 @@ func ipKeys(s *Schema, n int) []Key {
 // track (count the request and hold the entry), read a rate as the stick
 // matcher does, and release with the response. Target: ≤150 ns/op, 0 allocs.
 func BenchmarkTrackRead(b *testing.B) {
+	defer StartClock()()
 	s := benchSchema(b)
 	tb, err := New(s, Options{Size: 1 << 20, Expire: 10 * time.Minute})
 	if err != nil {
@@ -74,6 +76,7 @@ func BenchmarkTrackReadParallelManyClients(b *testing.B) {
 // time: if it stays flat from -cpu 1 to -cpu 2, operations do not slow
 // each other down and throughput scales with the cores the machine gives.
 func benchTrackReadParallel(b *testing.B, n int, pick func(worker, i uint32) uint32) {
+	defer StartClock()()
 	s := benchSchema(b)
 	tb, err := New(s, Options{Size: 1 << 20, Expire: 10 * time.Minute})
 	if err != nil {
@@ -117,6 +120,7 @@ func processCPU() int64 {
 // BenchmarkLookup is the stick matcher with `key <expr>`: a read without
 // tracking.
 func BenchmarkLookup(b *testing.B) {
+	defer StartClock()()
 	s := benchSchema(b)
 	tb, _ := New(s, Options{Size: 1 << 20})
 	rate, _ := s.Column("http_req_rate")
@@ -146,8 +150,29 @@ func heapInUse() uint64 {
 // http_req_rate, conn_cur and gpc0 and reports the heap it takes per entry
 // (runtime.MemStats). Target: ≤128 B/entry.
 func BenchmarkBytesPerEntry(b *testing.B) {
-	const n = 1_000_000
 	s := benchSchema(b)
+	benchBytesPerEntry(b, s, func(i int) Key {
+		k, _ := s.KeyFromAddr(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
+		return k
+	})
+}
+
+// BenchmarkBytesPerEntryString32 is BenchmarkBytesPerEntry for the keys of
+// integration/bench/stick_rss.sh: 1,000,000 distinct 32-byte strings
+// storing http_req_rate(10s), req_cur and gpc0.
+func BenchmarkBytesPerEntryString32(b *testing.B) {
+	s := mustSchema(b, "string", "http_req_rate(10s)", "req_cur", "gpc(1)")
+	benchBytesPerEntry(b, s, func(i int) Key {
+		k, _ := s.KeyFrom(fmt.Sprintf("k01%029d", i))
+		return k
+	})
+}
+
+// benchBytesPerEntry fills a 1,000,000-entry table with keyOf(0..n-1), one
+// tracked request each, and reports the heap per entry.
+func benchBytesPerEntry(b *testing.B, s *Schema, keyOf func(int) Key) {
+	const n = 1_000_000
+	b.ReportAllocs()
 	for b.Loop() {
 		before := heapInUse()
 		tb, err := New(s, Options{Size: n, Expire: 10 * time.Minute})
@@ -155,12 +180,11 @@ func BenchmarkBytesPerEntry(b *testing.B) {
 			b.Fatal(err)
 		}
 		for i := range n {
-			k, _ := s.KeyFromAddr(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
-			r, err := tb.Acquire(k, Events{Req: true, Conn: true})
+			r, err := tb.Acquire(keyOf(i), Events{Req: true, Conn: true})
 			if err != nil {
 				b.Fatal(err)
 			}
-			tb.Release(r, Events{ConnEnd: true})
+			tb.Release(r, Events{ReqEnd: true, ConnEnd: true})
 		}
 		after := heapInUse()
 		if tb.Len() != n {
@@ -176,6 +200,7 @@ func BenchmarkBytesPerEntry(b *testing.B) {
 // for), and reports the heap per table slot when full and after each flood,
 // and the evictions: memory stays at the table's bound.
 func BenchmarkFlood(b *testing.B) {
+	b.ReportAllocs()
 	const size, floodKeys = 100_000, 1_000_000
 	s := benchSchema(b)
 	for b.Loop() {
@@ -236,6 +261,27 @@ func TestFloodStaysBounded(t *testing.T) {
 	for _, lk := range legit {
 		if v := get(t, tb, lk, "http_req_cnt"); v != 4000 {
 			t.Errorf("a returning client's counter is %d, want 4000 (never evicted)", v)
+		}
+	}
+}
+
+// BenchmarkSweep is the once-a-second expiry sweep of a full
+// 1,000,000-entry table in which nothing has expired: with CLOCK it
+// examines every slot (an LRU list stopped at its first live entry).
+func BenchmarkSweep(b *testing.B) {
+	s := benchSchema(b)
+	tb, err := New(s, Options{Size: 1_000_000, Expire: 10 * time.Minute})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, k := range ipKeys(s, 1_000_000) {
+		r, _ := tb.Acquire(k, Events{Req: true})
+		tb.Release(r, Events{ReqEnd: true})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if n := tb.Sweep(); n != 0 {
+			b.Fatalf("swept %d live entries", n)
 		}
 	}
 }

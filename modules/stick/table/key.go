@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Key is a table key. Build it with the table's key functions (KeyFrom,
@@ -64,10 +65,7 @@ func (s *Schema) KeyFrom(v string) (Key, error) {
 		if v == "" {
 			return Key{}, fmt.Errorf("empty key")
 		}
-		if len(v) > s.KeyLen {
-			v = v[:s.KeyLen]
-		}
-		return Key{s: v}, nil
+		return Key{s: cutText(v, s.KeyLen)}, nil
 	default: // binary
 		if v == "" {
 			return Key{}, fmt.Errorf("empty key")
@@ -98,6 +96,25 @@ func (s *Schema) ParseKey(text string) (Key, error) {
 		return s.KeyFrom(string(raw))
 	}
 	return s.KeyFrom(text)
+}
+
+// cutText cuts a string key to at most n bytes. HAProxy cuts at the byte;
+// a cut inside a UTF-8 character would leave a key that prints as an
+// invalid character, so the cut moves back to the character's first byte
+// (a key that is not UTF-8 there is cut at the byte, as HAProxy does).
+func cutText(v string, n int) string {
+	if len(v) <= n {
+		return v
+	}
+	for i := n; i > 0 && i > n-utf8.UTFMax; i-- {
+		if utf8.RuneStart(v[i]) {
+			if r, size := utf8.DecodeRuneInString(v[i:]); r != utf8.RuneError && i+size > n {
+				return v[:i]
+			}
+			break
+		}
+	}
+	return v[:n]
 }
 
 func parseAddr(v string) (netip.Addr, error) {

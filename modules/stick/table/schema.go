@@ -1,11 +1,10 @@
 // Package table is the stick-table engine: typed keys, HAProxy's data types,
-// two-period rate counters, a sharded store with bounded memory, LRU eviction
+// two-period rate counters, a sharded store with bounded memory, CLOCK eviction
 // that spares entries held by live connections or requests, idle expiry, and
 // per-entry deltas for replication. It imports no Caddy package.
 package table
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -151,9 +150,6 @@ type Column struct {
 	field int
 	elem  int
 }
-
-// Kind returns the column's data type.
-func (s *Schema) kindOf(c Column) Kind { return s.Fields[c.field].Kind }
 
 // Init checks the schema and computes its layout. Parse calls it; call it
 // after building a Schema by hand.
@@ -341,9 +337,11 @@ func (s *Schema) StoreSpecs() []string {
 // (gpc(2), gpt(1), gpc_rate(2,1m)) or HAProxy's legacy names (gpc0, gpc1,
 // gpt0, gpc0_rate(10s), gpc1_rate(10s)), which declare arrays large enough
 // to hold that element. Several keywords may be separated by commas.
-func ParseStore(fields []Field, spec string) ([]Field, error) {
+// Periods are read by parsePeriod (the glue passes caddy.ParseDuration, so
+// every duration of the suite is written one way) and must be positive.
+func ParseStore(fields []Field, spec string, parsePeriod func(string) (time.Duration, error)) ([]Field, error) {
 	for _, part := range splitStore(spec) {
-		f, err := parseOneStore(part)
+		f, err := parseOneStore(part, parsePeriod)
 		if err != nil {
 			return nil, err
 		}
@@ -387,7 +385,7 @@ func mergeField(fields []Field, f Field) []Field {
 	return append(fields, f)
 }
 
-func parseOneStore(spec string) (Field, error) {
+func parseOneStore(spec string, parsePeriod func(string) (time.Duration, error)) (Field, error) {
 	name, arg, hasArg := strings.Cut(strings.TrimSpace(spec), "(")
 	if hasArg {
 		if !strings.HasSuffix(arg, ")") {
@@ -412,7 +410,7 @@ func parseOneStore(spec string) (Field, error) {
 		if !hasArg {
 			return Field{}, fmt.Errorf("store %q: %s needs a period, e.g. %s(10s)", spec, name, name)
 		}
-		p, err := ParseDuration(arg)
+		p, err := parsePositive(parsePeriod, arg)
 		if err != nil {
 			return Field{}, fmt.Errorf("store %q: %v", spec, err)
 		}
@@ -438,7 +436,7 @@ func parseOneStore(spec string) (Field, error) {
 		if err != nil || n < 1 || n > 100 {
 			return Field{}, fmt.Errorf("store %q: count %q is not a number in 1..100", spec, cnt)
 		}
-		p, err := ParseDuration(strings.TrimSpace(per))
+		p, err := parsePositive(parsePeriod, per)
 		if err != nil {
 			return Field{}, fmt.Errorf("store %q: %v", spec, err)
 		}
@@ -456,7 +454,7 @@ func parseOneStore(spec string) (Field, error) {
 		if !hasArg {
 			return Field{}, fmt.Errorf("store %q: %s needs a period, e.g. %s(10s)", spec, name, name)
 		}
-		p, err := ParseDuration(arg)
+		p, err := parsePositive(parsePeriod, arg)
 		if err != nil {
 			return Field{}, fmt.Errorf("store %q: %v", spec, err)
 		}
@@ -483,53 +481,6 @@ func legacyIndex(name, prefix, suffix string) (int, bool) {
 	return n, true
 }
 
-// ParseDuration parses HAProxy-style durations: a number with an optional
-// unit us, ms, s, m, h or d (milliseconds when no unit is given, as in
-// HAProxy), or a Go duration such as 1m30s.
-func ParseDuration(s string) (time.Duration, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return 0, errors.New("empty duration")
-	}
-	i := 0
-	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-		i++
-	}
-	if i == 0 {
-		return 0, fmt.Errorf("invalid duration %q", s)
-	}
-	n, err := strconv.ParseInt(s[:i], 10, 64)
-	if err != nil || n > 1<<40 {
-		return 0, fmt.Errorf("invalid duration %q", s)
-	}
-	unit := s[i:]
-	var d time.Duration
-	switch unit {
-	case "", "ms":
-		d = time.Duration(n) * time.Millisecond
-	case "us":
-		d = time.Duration(n) * time.Microsecond
-	case "s":
-		d = time.Duration(n) * time.Second
-	case "m":
-		d = time.Duration(n) * time.Minute
-	case "h":
-		d = time.Duration(n) * time.Hour
-	case "d":
-		d = time.Duration(n) * 24 * time.Hour
-	default:
-		gd, gerr := time.ParseDuration(s)
-		if gerr != nil {
-			return 0, fmt.Errorf("invalid duration %q (want e.g. 500ms, 10s, 1m, 2h, 1d)", s)
-		}
-		d = gd
-	}
-	if d < 0 {
-		return 0, fmt.Errorf("invalid duration %q", s)
-	}
-	return d, nil
-}
-
 // FormatDuration prints a duration in the shortest HAProxy unit that is
 // exact (1d, 10m, 10s, 500ms).
 func FormatDuration(d time.Duration) string {
@@ -552,22 +503,14 @@ func FormatDuration(d time.Duration) string {
 	return d.String()
 }
 
-// ParseSize parses a table size: a count with an optional k, m or g suffix
-// (powers of 1024, as in HAProxy: 1m is 1048576 entries).
-func ParseSize(s string) (int, error) {
-	s = strings.TrimSpace(s)
-	mult := 1
-	switch {
-	case strings.HasSuffix(s, "k"), strings.HasSuffix(s, "K"):
-		mult, s = 1<<10, s[:len(s)-1]
-	case strings.HasSuffix(s, "m"), strings.HasSuffix(s, "M"):
-		mult, s = 1<<20, s[:len(s)-1]
-	case strings.HasSuffix(s, "g"), strings.HasSuffix(s, "G"):
-		mult, s = 1<<30, s[:len(s)-1]
+// parsePositive reads a rate period.
+func parsePositive(parse func(string) (time.Duration, error), text string) (time.Duration, error) {
+	d, err := parse(strings.TrimSpace(text))
+	if err != nil {
+		return 0, fmt.Errorf("period %q: %v", text, err)
 	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 1 || n > (1<<31)/mult {
-		return 0, fmt.Errorf("invalid size %q (want a positive count, optionally with k, m or g)", s)
+	if d <= 0 {
+		return 0, fmt.Errorf("period %q must be positive", text)
 	}
-	return n * mult, nil
+	return d, nil
 }

@@ -1,11 +1,9 @@
 package table
 
 import (
-	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/maphash"
-	"math/bits"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -26,6 +24,9 @@ type Options struct {
 	Shards int
 }
 
+// MaxSize is the largest table size, in entries.
+const MaxSize = 1 << 31
+
 // ErrFull is returned when a new entry cannot be created because every
 // entry that could be evicted is held by a live connection or request.
 var ErrFull = errors.New("stick table full: every entry is in use")
@@ -33,12 +34,13 @@ var ErrFull = errors.New("stick table full: every entry is in use")
 // Table is a stick table: a bounded map from keys to typed counters. All
 // methods are safe for concurrent use.
 type Table struct {
-	schema  *Schema
-	now     func() int64
-	strKeys bool
-	mask    uint32
-	seed    maphash.Seed
-	shards  []shard
+	schema   *Schema
+	now      func() int64
+	strKeys  bool
+	keyWidth int // bytes of key storage per entry
+	mask     uint32
+	seed     maphash.Seed
+	shards   []shard
 
 	size      atomic.Int64
 	expireMs  atomic.Int64
@@ -46,58 +48,22 @@ type Table struct {
 	evictions atomic.Uint64
 }
 
-const (
-	pageBits = 8
-	pageSize = 1 << pageBits
-	dirtyBit = 1 << 31
-)
-
-// meta is the bookkeeping of one entry slot: LRU links, expiry deadline,
-// holders (with the dirty flag in the top bit) and a generation that changes
-// whenever the slot is freed, so stale references are ignored.
-type meta struct {
-	prev, next uint32
-	exp        int64
-	refs       uint32
-	gen        uint32
-}
-
-type page struct {
-	meta  [pageSize]meta
-	fixed [][16]byte
-	strs  []string
-	data  []uint32
-}
-
-type shard struct {
-	mu    sync.Mutex
-	fixed map[[16]byte]uint32
-	strs  map[string]uint32
-	pages []*page
-	free  []uint32
-	next  uint32 // first never-used slot; slot 0 is the nil link
-	head  uint32 // most recently used
-	tail  uint32 // least recently used
-	n     int
-	dirty []uint32
-	_     [32]byte // 192 bytes: shards never share a cache line
-}
-
 // New creates a table with schema s (New initialises it).
 func New(s *Schema, o Options) (*Table, error) {
 	if err := s.Init(); err != nil {
 		return nil, err
 	}
-	if o.Size < 1 {
-		return nil, errors.New("table size must be at least 1")
+	if o.Size < 1 || o.Size > MaxSize {
+		return nil, fmt.Errorf("table size %d out of range 1..%d", o.Size, MaxSize)
 	}
 	if o.Expire < 0 {
 		return nil, errors.New("expire must not be negative")
 	}
 	n := o.Shards
 	if n <= 0 {
-		// One shard per 4096 entries, at most 64: small tables keep an
-		// exact LRU, large ones scale across cores.
+		// One shard per 4096 entries, at most 64: large tables scale
+		// across cores, and each shard's CLOCK sees enough entries to
+		// choose well.
 		n = 1
 		for n < 64 && n*4096 < o.Size {
 			n <<= 1
@@ -114,19 +80,17 @@ func New(s *Schema, o Options) (*Table, error) {
 		seed:    maphash.MakeSeed(),
 		shards:  make([]shard, n),
 	}
+	t.keyWidth = 16
+	if t.strKeys {
+		t.keyWidth = s.KeyLen
+	}
 	if t.now == nil {
 		t.now = CoarseNow
 	}
 	t.size.Store(int64(o.Size))
 	t.expireMs.Store(o.Expire.Milliseconds())
 	for i := range t.shards {
-		sh := &t.shards[i]
-		sh.next = 1
-		if t.strKeys {
-			sh.strs = make(map[string]uint32)
-		} else {
-			sh.fixed = make(map[[16]byte]uint32)
-		}
+		t.shards[i].next = 1
 	}
 	return t, nil
 }
@@ -155,8 +119,8 @@ func (t *Table) Expire() time.Duration { return time.Duration(t.expireMs.Load())
 // SetExpire changes the idle lifetime; it applies from each entry's next use.
 func (t *Table) SetExpire(d time.Duration) { t.expireMs.Store(d.Milliseconds()) }
 
-// Resize changes the maximum number of entries, evicting the least recently
-// used unheld entries if the table is now over its size.
+// Resize changes the maximum number of entries, evicting unheld entries as
+// a full table does if the table is now over its size.
 func (t *Table) Resize(size int) {
 	if size < 1 {
 		size = 1
@@ -173,208 +137,6 @@ func (t *Table) Resize(size int) {
 			}
 		}
 	}
-}
-
-func (t *Table) shardOf(k Key) *shard {
-	var h uint64
-	if t.strKeys {
-		h = maphash.String(t.seed, k.s)
-	} else {
-		a := binary.LittleEndian.Uint64(k.b[:8])
-		b := binary.LittleEndian.Uint64(k.b[8:])
-		hi, lo := bits.Mul64(a^0x9e3779b97f4a7c15, b^0xc2b2ae3d27d4eb4f)
-		h = hi ^ lo
-	}
-	return &t.shards[uint32(h>>32)&t.mask]
-}
-
-func (sh *shard) meta(idx uint32) *meta { return &sh.pages[idx>>pageBits].meta[idx&(pageSize-1)] }
-
-func (t *Table) data(sh *shard, idx uint32) []uint32 {
-	p := sh.pages[idx>>pageBits]
-	o := int(idx&(pageSize-1)) * t.schema.stride
-	return p.data[o : o+t.schema.stride : o+t.schema.stride]
-}
-
-func (t *Table) keyAt(sh *shard, idx uint32) Key {
-	p := sh.pages[idx>>pageBits]
-	if t.strKeys {
-		return Key{s: p.strs[idx&(pageSize-1)]}
-	}
-	return Key{b: p.fixed[idx&(pageSize-1)]}
-}
-
-func (t *Table) find(sh *shard, k Key) (uint32, bool) {
-	if t.strKeys {
-		i, ok := sh.strs[k.s]
-		return i, ok
-	}
-	i, ok := sh.fixed[k.b]
-	return i, ok
-}
-
-// unlink removes idx from the LRU list.
-func (sh *shard) unlink(m *meta) {
-	if m.prev != 0 {
-		sh.meta(m.prev).next = m.next
-	} else {
-		sh.head = m.next
-	}
-	if m.next != 0 {
-		sh.meta(m.next).prev = m.prev
-	} else {
-		sh.tail = m.prev
-	}
-	m.prev, m.next = 0, 0
-}
-
-// pushFront makes idx the most recently used entry.
-func (sh *shard) pushFront(idx uint32, m *meta) {
-	m.prev, m.next = 0, sh.head
-	if sh.head != 0 {
-		sh.meta(sh.head).prev = idx
-	} else {
-		sh.tail = idx
-	}
-	sh.head = idx
-}
-
-// touch refreshes an entry's expiry and LRU position.
-func (t *Table) touch(sh *shard, idx uint32, m *meta, now int64) {
-	if e := t.expireMs.Load(); e > 0 {
-		m.exp = now + e
-	}
-	if sh.head != idx {
-		sh.unlink(m)
-		sh.pushFront(idx, m)
-	}
-}
-
-func (t *Table) expired(m *meta, now int64) bool {
-	return m.exp != 0 && m.exp <= now && m.refs&^dirtyBit == 0
-}
-
-// alloc takes a free slot, growing the shard by one page when needed.
-func (t *Table) alloc(sh *shard) uint32 {
-	if n := len(sh.free); n > 0 {
-		idx := sh.free[n-1]
-		sh.free = sh.free[:n-1]
-		return idx
-	}
-	idx := sh.next
-	if int(idx>>pageBits) == len(sh.pages) {
-		p := &page{data: make([]uint32, pageSize*t.schema.stride)}
-		if t.strKeys {
-			p.strs = make([]string, pageSize)
-		} else {
-			p.fixed = make([][16]byte, pageSize)
-		}
-		sh.pages = append(sh.pages, p)
-	}
-	sh.next++
-	return idx
-}
-
-// insert adds a new entry for k, evicting if the table is full.
-func (t *Table) insert(sh *shard, k Key, now int64) (uint32, error) {
-	// Reserve the slot first, so that concurrent inserts in other shards
-	// never take the table past its size.
-	if t.used.Add(1) > t.size.Load() && !t.evictOne(sh) {
-		t.used.Add(-1)
-		return 0, ErrFull
-	}
-	idx := t.alloc(sh)
-	p := sh.pages[idx>>pageBits]
-	if t.strKeys {
-		k.s = cloneString(k.s)
-		p.strs[idx&(pageSize-1)] = k.s
-		sh.strs[k.s] = idx
-	} else {
-		p.fixed[idx&(pageSize-1)] = k.b
-		sh.fixed[k.b] = idx
-	}
-	m := sh.meta(idx)
-	m.refs, m.exp = 0, 0
-	sh.pushFront(idx, m)
-	sh.n++
-	return idx, nil
-}
-
-func cloneString(s string) string { return string(append([]byte(nil), s...)) }
-
-// remove frees an entry.
-func (t *Table) remove(sh *shard, idx uint32) {
-	m := sh.meta(idx)
-	p := sh.pages[idx>>pageBits]
-	if t.strKeys {
-		delete(sh.strs, p.strs[idx&(pageSize-1)])
-		p.strs[idx&(pageSize-1)] = ""
-	} else {
-		delete(sh.fixed, p.fixed[idx&(pageSize-1)])
-	}
-	sh.unlink(m)
-	m.gen++
-	m.refs, m.exp = 0, 0
-	clear(t.data(sh, idx))
-	sh.free = append(sh.free, idx)
-	sh.n--
-	t.used.Add(-1)
-}
-
-// evictOne frees the least recently used entry that nobody holds. Held
-// entries met on the way move to the front (they are in use). It reports
-// false when every entry of the shard is held or the shard is empty.
-func (t *Table) evictOne(sh *shard) bool {
-	for range sh.n {
-		idx := sh.tail
-		if idx == 0 {
-			return false
-		}
-		m := sh.meta(idx)
-		if m.refs&^dirtyBit != 0 {
-			sh.unlink(m)
-			sh.pushFront(idx, m)
-			continue
-		}
-		t.remove(sh, idx)
-		t.evictions.Add(1)
-		return true
-	}
-	return false
-}
-
-// Sweep removes the entries whose expiry passed, walking each shard from its
-// least recently used end; it returns how many it removed. Call it
-// periodically; lookups also ignore expired entries on their own.
-func (t *Table) Sweep() int {
-	if t.expireMs.Load() <= 0 {
-		return 0
-	}
-	removed := 0
-	now := t.now()
-	for i := range t.shards {
-		sh := &t.shards[i]
-		sh.mu.Lock()
-		for range sh.n {
-			idx := sh.tail
-			if idx == 0 {
-				break
-			}
-			m := sh.meta(idx)
-			if m.refs&^dirtyBit != 0 {
-				sh.unlink(m)
-				sh.pushFront(idx, m)
-				continue
-			}
-			if m.exp == 0 || m.exp > now {
-				break
-			}
-			t.remove(sh, idx)
-			removed++
-		}
-		sh.mu.Unlock()
-	}
-	return removed
 }
 
 // Ref is a held entry: it is neither evicted nor expired until released.
@@ -476,20 +238,19 @@ func (t *Table) apply(sh *shard, idx uint32, ev *Events, now int64) {
 	}
 }
 
-// acquireLocked finds or creates the entry of k; an expired entry that
-// nobody holds starts afresh.
-func (t *Table) acquireLocked(sh *shard, k Key, now int64) (uint32, error) {
-	idx, ok := t.find(sh, k)
+// acquireLocked finds or creates the entry of k (hash h); an expired entry
+// that nobody holds starts afresh. A hit marks the entry used for CLOCK.
+func (t *Table) acquireLocked(sh *shard, k Key, h uint64, now int64) (uint32, error) {
+	idx, ok := t.findHashed(sh, k, h)
 	if ok {
-		if m := sh.meta(idx); t.expired(m, now) {
-			t.remove(sh, idx)
-			ok = false
+		m := sh.meta(idx)
+		if !t.expired(m, now) {
+			m.refs |= usedBit
+			return idx, nil
 		}
+		t.remove(sh, idx)
 	}
-	if !ok {
-		return t.insert(sh, k, now)
-	}
-	return idx, nil
+	return t.insert(sh, k, h)
 }
 
 // Acquire finds or creates the entry of k, applies ev and holds the entry
@@ -512,10 +273,10 @@ func (t *Table) Acquire(k Key, ev Events) (Ref, error) {
 // shard has nothing to evict for a new key, it frees an entry elsewhere and
 // tries once more. On success the shard stays locked.
 func (t *Table) lockEntry(k Key) (*shard, uint32, int64, error) {
-	sh := t.shardOf(k)
+	sh, h := t.locate(k)
 	now := t.now()
 	sh.mu.Lock()
-	idx, err := t.acquireLocked(sh, k, now)
+	idx, err := t.acquireLocked(sh, k, h, now)
 	if err == nil {
 		return sh, idx, now, nil
 	}
@@ -524,7 +285,7 @@ func (t *Table) lockEntry(k Key) (*shard, uint32, int64, error) {
 		return nil, 0, 0, err
 	}
 	sh.mu.Lock()
-	if idx, err = t.acquireLocked(sh, k, now); err != nil {
+	if idx, err = t.acquireLocked(sh, k, h, now); err != nil {
 		sh.mu.Unlock()
 		return nil, 0, 0, err
 	}
@@ -579,7 +340,7 @@ func (t *Table) Release(r Ref, ev Events) {
 	now := t.now()
 	t.apply(r.sh, r.idx, &ev, now)
 	m := r.sh.meta(r.idx)
-	if m.refs&^dirtyBit > 0 {
+	if m.holders() > 0 {
 		m.refs--
 	}
 	t.touch(r.sh, r.idx, m, now)
@@ -609,10 +370,10 @@ func (t *Table) Get(r Ref, c Column) (uint64, bool) {
 // Lookup reads a column of the entry of k without creating, holding or
 // refreshing it. Missing and expired entries report false.
 func (t *Table) Lookup(k Key, c Column) (uint64, bool) {
-	sh := t.shardOf(k)
+	sh, h := t.locate(k)
 	now := t.now()
 	sh.mu.Lock()
-	idx, ok := t.find(sh, k)
+	idx, ok := t.findHashed(sh, k, h)
 	if !ok || t.expired(sh.meta(idx), now) {
 		sh.mu.Unlock()
 		return 0, false
@@ -713,9 +474,9 @@ func (t *Table) BanColumn() (Column, bool) {
 // Delete removes the entry of k, held or not (holders' later updates are
 // ignored). It reports whether the entry existed.
 func (t *Table) Delete(k Key) bool {
-	sh := t.shardOf(k)
+	sh, h := t.locate(k)
 	sh.mu.Lock()
-	idx, ok := t.find(sh, k)
+	idx, ok := t.findHashed(sh, k, h)
 	if ok {
 		t.remove(sh, idx)
 	}
@@ -753,11 +514,11 @@ type Entry struct {
 
 // Snapshot returns a snapshot of the entry of k.
 func (t *Table) Snapshot(k Key) (Entry, bool) {
-	sh := t.shardOf(k)
+	sh, h := t.locate(k)
 	now := t.now()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	idx, ok := t.find(sh, k)
+	idx, ok := t.findHashed(sh, k, h)
 	if !ok || t.expired(sh.meta(idx), now) {
 		return Entry{}, false
 	}
@@ -766,8 +527,8 @@ func (t *Table) Snapshot(k Key) (Entry, bool) {
 
 func (t *Table) snapshot(sh *shard, idx uint32, now int64) Entry {
 	m := sh.meta(idx)
-	e := Entry{Key: t.keyAt(sh, idx), Holders: int(m.refs &^ dirtyBit)}
-	if m.exp != 0 && m.refs&^dirtyBit == 0 {
+	e := Entry{Key: t.keyAt(sh, idx), Holders: int(m.holders())}
+	if m.exp != 0 && m.holders() == 0 {
 		e.ExpiresIn = time.Duration(max(m.exp-now, 0)) * time.Millisecond
 	} else if m.exp != 0 {
 		e.ExpiresIn = t.Expire()
@@ -789,8 +550,8 @@ func (t *Table) Range(fn func(Entry) bool) {
 		now := t.now()
 		buf = buf[:0]
 		sh.mu.Lock()
-		for idx := sh.head; idx != 0; idx = sh.meta(idx).next {
-			if !t.expired(sh.meta(idx), now) {
+		for idx := uint32(1); idx < sh.next; idx++ {
+			if m := sh.meta(idx); m.live() && !t.expired(m, now) {
 				buf = append(buf, t.snapshot(sh, idx, now))
 			}
 		}
@@ -808,8 +569,10 @@ func (t *Table) Clear() {
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
-		for sh.head != 0 {
-			t.remove(sh, sh.head)
+		for idx := uint32(1); idx < sh.next; idx++ {
+			if sh.meta(idx).live() {
+				t.remove(sh, idx)
+			}
 		}
 		sh.mu.Unlock()
 	}

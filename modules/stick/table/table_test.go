@@ -25,7 +25,7 @@ func mustSchema(t testing.TB, typ string, store ...string) *Schema {
 	}
 	s := &Schema{Type: kt}
 	for _, spec := range store {
-		if s.Fields, err = ParseStore(s.Fields, spec); err != nil {
+		if s.Fields, err = ParseStore(s.Fields, spec, time.ParseDuration); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -101,6 +101,8 @@ func TestParseStore(t *testing.T) {
 	for _, bad := range []struct{ spec, msg string }{
 		{"http_req_rate", "needs a period"},
 		{"http_req_rate(x)", "invalid duration"},
+		{"http_req_rate(10)", `period "10": time: missing unit`},
+		{"http_req_rate(0s)", "must be positive"},
 		{"gpc", "needs an element count"},
 		{"gpc(0)", "not a number in 1..100"},
 		{"gpc_rate(2)", "needs (count,period)"},
@@ -108,7 +110,7 @@ func TestParseStore(t *testing.T) {
 		{"nope", "unknown data type"},
 		{"http_req_rate(10s", "missing closing parenthesis"},
 	} {
-		_, err := ParseStore(nil, bad.spec)
+		_, err := ParseStore(nil, bad.spec, time.ParseDuration)
 		if err == nil || !strings.Contains(err.Error(), bad.msg) {
 			t.Errorf("ParseStore(%q) = %v, want error containing %q", bad.spec, err, bad.msg)
 		}
@@ -122,31 +124,11 @@ func TestParseStore(t *testing.T) {
 	}
 }
 
-func TestParseSizeDuration(t *testing.T) {
-	for in, want := range map[string]int{"1": 1, "10k": 10240, "1m": 1 << 20, "2g": 2 << 30} {
-		if got, err := ParseSize(in); err != nil || got != want {
-			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "0", "-1", "1x", "k"} {
-		if _, err := ParseSize(in); err == nil {
-			t.Errorf("ParseSize(%q) accepted", in)
-		}
-	}
-	for in, want := range map[string]time.Duration{"100": 100 * time.Millisecond, "10s": 10 * time.Second,
-		"1m": time.Minute, "2h": 2 * time.Hour, "1d": 24 * time.Hour, "1m30s": 90 * time.Second, "250us": 250 * time.Microsecond} {
-		if got, err := ParseDuration(in); err != nil || got != want {
-			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, got, err, want)
-		}
-		if in != "1m30s" && in != "100" {
-			if got := FormatDuration(want); got != in {
-				t.Errorf("FormatDuration(%v) = %q, want %q", want, got, in)
-			}
-		}
-	}
-	for _, in := range []string{"", "s", "10x", "-1s"} {
-		if _, err := ParseDuration(in); err == nil {
-			t.Errorf("ParseDuration(%q) accepted", in)
+func TestFormatDuration(t *testing.T) {
+	for in, want := range map[time.Duration]string{0: "0s", 10 * time.Second: "10s", time.Minute: "1m", 2 * time.Hour: "2h",
+		24 * time.Hour: "1d", 250 * time.Microsecond: "250us", 1500 * time.Millisecond: "1500ms"} {
+		if got := FormatDuration(in); got != want {
+			t.Errorf("FormatDuration(%v) = %q, want %q", in, got, want)
 		}
 	}
 }
@@ -653,5 +635,84 @@ func TestConcurrentInsertBound(t *testing.T) {
 	tb.Range(func(Entry) bool { n++; return true })
 	if n != 256 || tb.Len() != 256 {
 		t.Errorf("after the flood: %d entries listed, Len %d, want 256", n, tb.Len())
+	}
+}
+
+func TestStringKeyCutAtCharacter(t *testing.T) {
+	s := &Schema{Type: KeyString, KeyLen: 4}
+	if err := s.Init(); err != nil {
+		t.Fatal(err)
+	}
+	for in, want := range map[string]string{"abcé": "abc", "abcd": "abcd", "abcde": "abcd", "ab中": "ab", "é": "é",
+		"abc\xa9\xa9": "abc\xa9", "a\xc3bcd": "a\xc3bc"} {
+		k, err := s.KeyFrom(in)
+		if err != nil || s.FormatKey(k) != want {
+			t.Errorf("KeyFrom(%q) = %q, %v; want %q", in, s.FormatKey(k), err, want)
+		}
+	}
+}
+
+func TestBanClamped(t *testing.T) {
+	s := mustSchema(t, "ip", "ban")
+	tb, _ := newTable(t, s, 10, 0)
+	k := key(t, tb, "192.0.2.1")
+	ban, _ := tb.BanColumn()
+	if err := tb.Put(k, []Write{{Column: ban, Value: 1<<63 - 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if v := get(t, tb, k, "ban"); v != MaxBanMs {
+		t.Errorf("ban of 2^63-1 ms reads %d ms left, want the clamp %d", v, uint64(MaxBanMs))
+	}
+}
+
+// TestIndexAgainstMap inserts and deletes random keys in one shard (index
+// growth, probe chains, deletion shifting entries back) and checks every
+// key against a map after each round.
+func TestIndexAgainstMap(t *testing.T) {
+	for _, typ := range []string{"integer", "string"} {
+		s := mustSchema(t, typ, "gpc(1)")
+		tb, err := New(s, Options{Size: 1 << 16, Shards: 1, Now: func() int64 { return 1 }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gpc := col(t, tb, "gpc0")
+		model := map[int]uint64{}
+		keyOf := func(i int) Key {
+			if typ == "integer" {
+				return s.KeyFromInt(int64(i))
+			}
+			k, _ := s.KeyFrom(fmt.Sprintf("key-%d", i))
+			return k
+		}
+		rnd := uint64(12345)
+		next := func(n int) int { rnd = rnd*6364136223846793005 + 1442695040888963407; return int(rnd>>33) % n }
+		for round := range 20 {
+			for range 2000 {
+				i := next(3000)
+				if next(3) == 0 {
+					if tb.Delete(keyOf(i)) != (model[i] != 0) {
+						t.Fatalf("%s round %d: Delete(%d) disagrees with the model", typ, round, i)
+					}
+					delete(model, i)
+					continue
+				}
+				r, err := tb.Acquire(keyOf(i), Events{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				tb.Add(r, gpc, 1)
+				tb.Release(r, Events{})
+				model[i]++
+			}
+			for i := range 3000 {
+				v, ok := tb.Lookup(keyOf(i), gpc)
+				if ok != (model[i] != 0) || v != model[i] {
+					t.Fatalf("%s round %d: key %d reads %d %v, model %d", typ, round, i, v, ok, model[i])
+				}
+			}
+			if tb.Len() != len(model) {
+				t.Fatalf("%s round %d: len %d, model %d", typ, round, tb.Len(), len(model))
+			}
+		}
 	}
 }

@@ -190,6 +190,10 @@ func getField(data []uint32, f *Field, e int, now int64) uint64 {
 	return uint64(w[0])
 }
 
+// MaxBanMs is the longest ban, 100 years in milliseconds: longer bans are
+// clamped to it (so that no value wraps around into a lifted ban).
+const MaxBanMs = 100 * 365 * 24 * 3600 * 1000
+
 // setField stores v in element e of f at time now. Rates read v afterwards;
 // ban takes v as milliseconds from now (0 lifts the ban).
 func setField(data []uint32, f *Field, e int, now int64, v uint64) {
@@ -199,7 +203,7 @@ func setField(data []uint32, f *Field, e int, now int64, v uint64) {
 		if v == 0 {
 			put64(w, 0)
 		} else {
-			put64(w, uint64(now)+v)
+			put64(w, uint64(now)+min(v, MaxBanMs))
 		}
 	case f.Kind.isRate():
 		rateSet(w, now, f.Period.Milliseconds(), v, f.width == 5)
