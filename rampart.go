@@ -5,6 +5,7 @@ package rampart
 
 import (
 	_ "github.com/rampart-edge/caddy-rampart/caddyfile"
+	_ "github.com/rampart-edge/caddy-rampart/modules/forwardproxy"
 	_ "github.com/rampart-edge/caddy-rampart/modules/hideorigin"
 	_ "github.com/rampart-edge/caddy-rampart/modules/passthrough"
 	_ "github.com/rampart-edge/caddy-rampart/modules/proxyv2"
