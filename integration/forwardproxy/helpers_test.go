@@ -65,11 +65,16 @@ func listen(t testing.TB, ip string) *countingListener {
 
 func (l *countingListener) port() int { return l.Addr().(*net.TCPAddr).Port }
 
-// trap is a listener that must never be reached; the test fails at its end
-// if anything connected.
-func trap(t *testing.T, ip string) *countingListener {
+// trap is a listener on ip:port (port 0: any) that must never be reached;
+// the test fails at its end if anything connected.
+func trap(t *testing.T, ip string, port int) *countingListener {
 	t.Helper()
-	l := listen(t, ip)
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, fmt.Sprint(port)))
+	if err != nil {
+		t.Fatalf("listen on %s port %d: %v", ip, port, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	l := &countingListener{Listener: ln}
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -156,8 +161,9 @@ type env struct {
 	tlsOrig  *countingListener   // HTTPS page on allowedIP
 	httpOrig *countingListener   // header echo on allowedIP
 	echo     *countingListener   // TCP echo on allowedIP
-	trap4    *countingListener   // 127.0.0.1, never allowed
-	trap6    *countingListener   // [::1], never allowed
+	trap4    *countingListener   // 127.0.0.1 on the echo origin's port, never allowed
+	trap6    *countingListener   // [::1] on the echo origin's port, never allowed
+	trapHTTP *countingListener   // 127.0.0.1 on the HTTP origin's port, never allowed
 	trapPort *countingListener   // allowedIP, port not in connect_ports
 	blocked  string              // block list file
 	access   string              // access log file of the plain proxy
@@ -182,7 +188,7 @@ func newEnv(t *testing.T) *env {
 	} {
 		e.dns.AddDNSARecord(name, ips)
 	}
-	e.dns.AddDNSAAAARecord("mapped.test", []string{"::ffff:127.0.0.1"})
+	e.dns.AddDNSAAAARecord("six.test", []string{"::1"})
 	e.originCA = harness.SelfSigned(t, "origin", "allowed.test", "blocked.test", "rebind.test")
 	e.proxyCA = harness.SelfSigned(t, "proxy", "proxy.test", "localhost")
 	e.tlsOrig = listen(t, allowedIP)
@@ -191,9 +197,12 @@ func newEnv(t *testing.T) *env {
 	serveHTTP(t, e.httpOrig, http.HandlerFunc(echoHeaders), nil)
 	e.echo = listen(t, allowedIP)
 	go serveEcho(e.echo)
-	e.trap4 = trap(t, "127.0.0.1")
-	e.trap6 = trap(t, "::1")
-	e.trapPort = trap(t, allowedIP)
+	// the traps share the origins' ports, which the proxies allow: only
+	// the address can refuse them
+	e.trap4 = trap(t, "127.0.0.1", e.echo.port())
+	e.trap6 = trap(t, "::1", e.echo.port())
+	e.trapHTTP = trap(t, "127.0.0.1", e.httpOrig.port())
+	e.trapPort = trap(t, allowedIP, 0)
 	dir := t.TempDir()
 	e.blocked = filepath.Join(dir, "blocked-hosts.txt")
 	writeFile(t, e.blocked, "# test block list\nblocked.test\n*.blocked-wild.test\n")
