@@ -73,7 +73,6 @@ func TestOpenRelayMatrix(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := e.echo.accepts.Load() + e.httpOrig.accepts.Load() + e.tlsOrig.accepts.Load()
-			start := time.Now()
 			resp, _, _ := rawExchange(t, tc.proxy, tc.request)
 			body := readBody(t, resp)
 			if resp.StatusCode != tc.status {
@@ -92,9 +91,6 @@ func TestOpenRelayMatrix(t *testing.T) {
 			}
 			if !resp.Close {
 				t.Error("a refused request leaves the connection open")
-			}
-			if d := time.Since(start); d > 3*time.Second {
-				t.Errorf("refusal took %s", d)
 			}
 			if after := e.echo.accepts.Load() + e.httpOrig.accepts.Load() + e.tlsOrig.accepts.Load(); after != before {
 				t.Errorf("%d connections reached the allowed origins", after-before)

@@ -71,31 +71,30 @@ func (fp *ForwardProxy) serveProxy(w http.ResponseWriter, r *http.Request, kind 
 		extra.Add(zap.Dict("forward_proxy", fields...))
 	}()
 
-	if rule, status := fp.authenticate(w, r, ex); rule != egress.RuleNone {
-		return fp.refuse(w, ex, rule, status)
-	}
-
 	target := r.Host
 	if kind == egress.Absolute {
 		target = r.URL.Host
 	}
-	host, port, err := splitTarget(target, kind, r.URL.Scheme)
-	ex.host = host
-	ex.port = port
-	if err != nil {
-		return fp.refuse(w, ex, egress.RuleInvalidDestination, http.StatusBadRequest)
+	host, port, targetErr := splitTarget(target, kind, r.URL.Scheme)
+	ex.host, ex.port = host, port
+
+	if rule, status := fp.authenticate(w, r, ex); rule != egress.RuleNone {
+		return fp.refuse(w, r, ex, rule, status)
+	}
+	if targetErr != nil {
+		return fp.refuse(w, r, ex, egress.RuleInvalidDestination, http.StatusBadRequest)
 	}
 	if kind == egress.Connect && (r.ContentLength != 0 || len(r.TransferEncoding) > 0) && r.ProtoMajor == 1 {
 		// a body on CONNECT would reach the destination as tunnel bytes
 		// the client never meant to send there (request smuggling)
-		return fp.refuse(w, ex, ruleMalformed, http.StatusBadRequest)
+		return fp.refuse(w, r, ex, ruleMalformed, http.StatusBadRequest)
 	}
 	if kind == egress.Absolute {
 		if scheme := r.URL.Scheme; scheme != "http" && scheme != "https" {
-			return fp.refuse(w, ex, ruleMalformed, http.StatusBadRequest)
+			return fp.refuse(w, r, ex, ruleMalformed, http.StatusBadRequest)
 		}
 		if headerSize(r.Header) > fp.MaxHeaderSize {
-			return fp.refuse(w, ex, ruleHeaderSize, http.StatusRequestHeaderFieldsTooLarge)
+			return fp.refuse(w, r, ex, ruleHeaderSize, http.StatusRequestHeaderFieldsTooLarge)
 		}
 	}
 
@@ -111,7 +110,7 @@ func (fp *ForwardProxy) serveProxy(w http.ResponseWriter, r *http.Request, kind 
 		case egress.RuleUnresolved:
 			status = http.StatusBadGateway
 		}
-		return fp.refuse(w, ex, d.Rule, status)
+		return fp.refuse(w, r, ex, d.Rule, status)
 	}
 	ex.decision = "allowed"
 	if kind == egress.Connect {
@@ -215,11 +214,14 @@ func headerSize(h http.Header) int {
 // refuse answers a refused request with a short text naming the rule, and
 // logs it with the user, source, destination and rule. Nothing about the
 // proxy's network is written to the client.
-func (fp *ForwardProxy) refuse(w http.ResponseWriter, ex *exchange, rule egress.Rule, status int) error {
+func (fp *ForwardProxy) refuse(w http.ResponseWriter, r *http.Request, ex *exchange, rule egress.Rule, status int) error {
 	ex.decision = string(rule)
 	fp.logger.Info("forward proxy request refused", ex.fields()...)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Connection", "close")
+	if r.ProtoMajor == 1 {
+		// what the client pipelined behind a refused request is not read
+		w.Header().Set("Connection", "close")
+	}
 	w.WriteHeader(status)
 	text := "forward_proxy: refused by " + string(rule) + "\n"
 	if status == http.StatusProxyAuthRequired {
