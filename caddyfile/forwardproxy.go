@@ -20,6 +20,8 @@ func init() {
 
 func parseForwardProxy(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	m := new(forwardproxy.ForwardProxy)
-	err := m.UnmarshalCaddyfile(h.Dispenser)
-	return m, err
+	if err := m.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return m, m.FinalizeUnmarshalCaddyfile(h)
 }

@@ -317,3 +317,63 @@ func waitReqCur(t *testing.T, c interface {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestStickPerUser keys a stick table on the proxy user inside the
+// forward_proxy limits block: alice may hold one tunnel, her second is
+// refused (429, no connection) while bob's goes through, and the table's
+// entry for alice counts her open tunnel.
+func TestStickPerUser(t *testing.T) {
+	e := newEnv(t)
+	c := e.start(`{
+	auto_https off
+	stick_table per_user {
+		type string
+		size 1k
+		expire 1m
+		store http_req_cnt req_cur
+	}
+}
+:${PLAIN} {
+	forward_proxy {
+		basic_auth {
+			alice ${HASH}
+			bob ${HASH}
+		}
+		limits {
+			track per_user {http.auth.user.id}
+			@busy stick per_user req_cur gt 1
+			tarpit @busy 0s 429
+		}` + proxyOptions + `
+	}
+}`)
+	target := fmt.Sprintf("allowed.test:%d", e.echo.port())
+	open := func(who string) int {
+		resp, conn, _ := rawExchange(t, e.plain, "CONNECT "+target+" HTTP/1.1\r\nHost: x\r\nProxy-Authorization: "+basic(who, password)+"\r\n\r\n")
+		if resp.StatusCode != 200 {
+			conn.Close()
+		}
+		return resp.StatusCode
+	}
+	if got := open("alice"); got != 200 {
+		t.Fatalf("alice's first tunnel: %d", got)
+	}
+	if got := open("alice"); got != http.StatusTooManyRequests {
+		t.Fatalf("alice's second tunnel: %d, want 429", got)
+	}
+	if got := open("bob"); got != 200 {
+		t.Fatalf("bob's tunnel: %d", got)
+	}
+	if n := e.echo.accepts.Load(); n != 2 {
+		t.Errorf("origin saw %d connections, want 2", n)
+	}
+	status, body := c.AdminRequest(http.MethodGet, "/stick-tables/per_user/alice", nil)
+	var entry struct {
+		Values map[string]uint64 `json:"values"`
+	}
+	if status != 200 || json.Unmarshal([]byte(body), &entry) != nil {
+		t.Fatalf("alice's entry: %d %s", status, body)
+	}
+	if entry.Values["req_cur"] != 1 || entry.Values["http_req_cnt"] != 2 {
+		t.Errorf("alice's entry %v, want req_cur 1 (the open tunnel) and http_req_cnt 2", entry.Values)
+	}
+}

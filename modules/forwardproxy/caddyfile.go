@@ -6,6 +6,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth"
 	"github.com/dustin/go-humanize"
 )
@@ -30,6 +32,9 @@ import (
 //	    idle_timeout <duration>
 //	    resolvers <dns servers...>
 //	    max_header_size <size>
+//	    limits {
+//	        <directives...>
+//	    }
 //	}
 //
 // Values are checked here with the same parsers Provision uses, so that a
@@ -144,6 +149,11 @@ func (fp *ForwardProxy) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Err(err.Error())
 			}
 			fp.Resolvers = append(fp.Resolvers, args...)
+		case "limits":
+			if fp.limitsSegment != nil {
+				return d.Errf("forward_proxy: limits given twice")
+			}
+			fp.limitsSegment = d.NewFromNextSegment()
 		case "max_header_size":
 			v, err := oneArg(d, opt)
 			if err != nil {
@@ -158,6 +168,25 @@ func (fp *ForwardProxy) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("forward_proxy: unknown option %q", opt)
 		}
 	}
+	return nil
+}
+
+// FinalizeUnmarshalCaddyfile parses the limits block, whose directives
+// need an httpcaddyfile.Helper (as reverse_proxy's handle_response does).
+func (fp *ForwardProxy) FinalizeUnmarshalCaddyfile(h httpcaddyfile.Helper) error {
+	if fp.limitsSegment == nil {
+		return nil
+	}
+	handler, err := httpcaddyfile.ParseSegmentAsSubroute(h.WithDispenser(fp.limitsSegment))
+	if err != nil {
+		return err
+	}
+	sub, ok := handler.(*caddyhttp.Subroute)
+	if !ok {
+		return h.Errf("forward_proxy: limits was not parsed as routes")
+	}
+	fp.Limits = sub.Routes
+	fp.limitsSegment = nil
 	return nil
 }
 

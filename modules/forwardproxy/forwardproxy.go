@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth"
 	"go.uber.org/zap"
@@ -120,6 +121,15 @@ type ForwardProxy struct {
 	// resolve destinations; default: the system's.
 	Resolvers []string `json:"resolvers,omitempty"`
 
+	// Limits are routes run for every admitted proxy request, after
+	// authentication (so {http.auth.user.id} is set) and before the
+	// destination is decided and dialled, with the tunnel or the forwarded
+	// request inside them: a track handler there keys on the user and
+	// counts the tunnel while it is open (req_cur), stick matchers with
+	// tarpit refuse before any connection. A route that answers (tarpit,
+	// respond) ends the request there.
+	Limits caddyhttp.RouteList `json:"limits,omitempty"`
+
 	// MaxHeaderSize bounds the header of a forwarded absolute-form request
 	// (431 beyond it) and of the destination's response (502 beyond it).
 	// Default 64 KiB.
@@ -132,6 +142,8 @@ type ForwardProxy struct {
 	transport *http.Transport
 	logger    *zap.Logger
 	stop      context.CancelFunc
+
+	limitsSegment *caddyfile.Dispenser // Caddyfile only, until FinalizeUnmarshalCaddyfile
 }
 
 // CaddyModule returns the Caddy module information.
@@ -178,6 +190,9 @@ func (fp *ForwardProxy) Provision(ctx caddy.Context) error {
 		return err
 	}
 	fp.policy = p
+	if err := fp.Limits.Provision(ctx); err != nil {
+		return fmt.Errorf("forward_proxy: limits: %v", err)
+	}
 	if fp.DialTimeout == 0 {
 		fp.DialTimeout = caddy.Duration(defaultDialTimeout)
 	}

@@ -84,6 +84,18 @@ func (fp *ForwardProxy) serveProxy(w http.ResponseWriter, r *http.Request, kind 
 	if targetErr != nil {
 		return fp.refuse(w, r, ex, egress.RuleInvalidDestination, http.StatusBadRequest)
 	}
+	if len(fp.Limits) == 0 {
+		return fp.proceed(w, r, kind, ex)
+	}
+	ex.decision = "limits" // unless the routes let the request through
+	return fp.Limits.Compile(caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		return fp.proceed(w, r, kind, ex)
+	})).ServeHTTP(w, r)
+}
+
+// proceed checks the request's form and its destination, then tunnels or
+// forwards.
+func (fp *ForwardProxy) proceed(w http.ResponseWriter, r *http.Request, kind egress.Kind, ex *exchange) error {
 	if kind == egress.Connect && (r.ContentLength != 0 || len(r.TransferEncoding) > 0) && r.ProtoMajor == 1 {
 		// a body on CONNECT would reach the destination as tunnel bytes
 		// the client never meant to send there (request smuggling)
@@ -98,7 +110,7 @@ func (fp *ForwardProxy) serveProxy(w http.ResponseWriter, r *http.Request, kind 
 		}
 	}
 
-	d := fp.policy.Decide(r.Context(), fp.resolver, kind, host, port)
+	d := fp.policy.Decide(r.Context(), fp.resolver, kind, ex.host, ex.port)
 	if d.Host.IP.IsValid() || d.Host.Name != "" {
 		ex.host = d.Host.String()
 	}
