@@ -377,3 +377,25 @@ func TestStickPerUser(t *testing.T) {
 		t.Errorf("alice's entry %v, want req_cur 1 (the open tunnel) and http_req_cnt 2", entry.Values)
 	}
 }
+
+// TestHTTP2OriginCloses downloads from an origin that sends 4 MiB and
+// closes: the HTTP/2 stream must end cleanly after the last byte (not be
+// reset), as the HTTP/1.1 tunnel does.
+func TestHTTP2OriginCloses(t *testing.T) {
+	e := newEnv(t)
+	source := listen(t, allowedIP)
+	go serveSource(source, 4<<20)
+	e.vars["PORTS"] += fmt.Sprintf(" %d", source.port())
+	e.start(baseConfig)
+	pool := x509.NewCertPool()
+	pool.AddCert(mustParse(t, e.proxyCA.TLS.Certificate[0]))
+	cc := h2Dial(t, e.secure, pool)
+	resp, stream := h2Open(t, cc, fmt.Sprintf("%s:%d", allowedIP, source.port()), nil)
+	if resp.StatusCode != 200 {
+		t.Fatal(resp.Status)
+	}
+	n, err := io.Copy(io.Discard, stream)
+	if err != nil || n != 4<<20 {
+		t.Fatalf("read %d of %d bytes: %v", n, 4<<20, err)
+	}
+}

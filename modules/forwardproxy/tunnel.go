@@ -2,6 +2,7 @@ package forwardproxy
 
 import (
 	"bufio"
+	"errors"
 	"net"
 	"net/http"
 	"os"
@@ -67,7 +68,7 @@ func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // streamConn presents an HTTP/2 CONNECT stream (request body up, response
 // body down) as a net.Conn for the relay. A stream cannot be half-closed
-// from the handler, so it has no CloseWrite. An HTTP/2 read deadline that
+// from the handler (see CloseWrite). An HTTP/2 read deadline that
 // expires ends the stream's body for good, so the relay's periodic wake-up
 // deadlines are kept here ("soft": a Read after it returns a timeout
 // without reading, which lets the relay record progress) and only a
@@ -78,6 +79,20 @@ type streamConn struct {
 	rc            *http.ResponseController
 	local, remote net.Addr
 	soft          atomic.Int64 // unix nanoseconds; 0: none
+	downDone      atomic.Bool  // the destination finished sending
+}
+
+// errNoHalfClose tells the relay that a stream cannot be half-closed.
+var errNoHalfClose = errors.New("an HTTP/2 stream cannot be half-closed by the handler")
+
+// CloseWrite records that the destination finished sending and refuses
+// the half-close: the relay then stops, the handler returns, and the
+// stream ends after the data it carried. (The relay's stop also expires
+// write deadlines, which would reset the stream instead: SetWriteDeadline
+// skips that once the destination is done, when no write is pending.)
+func (s *streamConn) CloseWrite() error {
+	s.downDone.Store(true)
+	return errNoHalfClose
 }
 
 func (s *streamConn) Read(p []byte) (int, error) {
@@ -117,7 +132,7 @@ func (s *streamConn) SetReadDeadline(t time.Time) error {
 }
 
 func (s *streamConn) SetWriteDeadline(t time.Time) error {
-	if t.IsZero() || t.After(time.Now()) {
+	if t.IsZero() || t.After(time.Now()) || s.downDone.Load() {
 		return nil // the relay only sets write deadlines to stop
 	}
 	return s.rc.SetWriteDeadline(t)
