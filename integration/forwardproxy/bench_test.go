@@ -110,7 +110,8 @@ func (be *benchEnv) connectH1(b *testing.B, target string) (net.Conn, *bufio.Rea
 
 // BenchmarkTunnelThroughput downloads benchSize bytes (1 GiB) from a
 // loopback origin directly, through an HTTP/1.1 CONNECT tunnel and through
-// an HTTP/2 CONNECT stream of the HTTPS proxy. The figure is the tunnel's
+// an HTTP/2 CONNECT stream of the HTTPS proxy, and through a bare relay
+// (io.Copy both ways, no HTTP: the floor of any user-space proxy). The figure is the tunnel's
 // MB/s over the direct connection's, from one alternating run
 // (integration/bench/forwardproxy.sh prints it).
 func BenchmarkTunnelThroughput(b *testing.B) {
@@ -127,6 +128,21 @@ func BenchmarkTunnelThroughput(b *testing.B) {
 		b.SetBytes(size)
 		for b.Loop() {
 			conn, err := net.Dial("tcp", target)
+			if err != nil {
+				b.Fatal(err)
+			}
+			drain(b, conn)
+			conn.Close()
+		}
+	})
+	// the floor of any user-space proxy on this machine: a bare relay
+	// (io.Copy both ways, spliced by the kernel) with no HTTP at all
+	bare := listen(b, "127.0.0.1")
+	go serveBareRelay(bare, target)
+	b.Run("bare_relay", func(b *testing.B) {
+		b.SetBytes(size)
+		for b.Loop() {
+			conn, err := net.Dial("tcp", bare.Addr().String())
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -155,6 +171,26 @@ func BenchmarkTunnelThroughput(b *testing.B) {
 			cc.Close()
 		}
 	})
+}
+
+// serveBareRelay relays every connection to target with io.Copy both ways.
+func serveBareRelay(l net.Listener, target string) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				return
+			}
+			defer up.Close()
+			go func() { _, _ = io.Copy(up, c) }()
+			_, _ = io.Copy(c, up)
+		}()
+	}
 }
 
 // BenchmarkNewTunnels opens a connection, a CONNECT tunnel and one echo
