@@ -225,6 +225,7 @@ func newEnv(t *testing.T) *env {
 		"DNS":       e.dnsAddr,
 		"BLOCKED":   e.blocked,
 		"ACCESS":    e.access,
+		"REFUSALS":  filepath.Join(dir, "refusals.log"),
 		"HASH":      e.hash,
 		"CERT":      e.proxyCA.CertFile,
 		"KEY":       e.proxyCA.KeyFile,
@@ -264,6 +265,11 @@ const baseConfig = `{
 	auto_https off
 	servers {
 		protocols h1 h2
+	}
+	log refusals {
+		output file ${REFUSALS}
+		format json
+		include http.handlers.forward_proxy
 	}
 }
 

@@ -203,6 +203,20 @@ func TestAccessLog(t *testing.T) {
 	if refused["decision"] != "connect_ports" || entries[1]["status"] != float64(403) {
 		t.Errorf("refused entry %v", entries[1])
 	}
+	// the refusal is also logged by the handler, for the operator
+	data, _ := os.ReadFile(e.vars["REFUSALS"])
+	var logged map[string]any
+	for line := range strings.SplitSeq(strings.TrimSpace(string(data)), "\n") {
+		if json.Unmarshal([]byte(line), &logged) == nil && logged["msg"] == "forward proxy request refused" {
+			break
+		}
+		logged = nil
+	}
+	if logged == nil || logged["user"] != user || logged["decision"] != "connect_ports" ||
+		logged["destination_host"] != allowedIP || logged["destination_port"] != float64(25) ||
+		!strings.HasPrefix(logged["source"].(string), "127.0.0.1:") {
+		t.Errorf("refusal log %v\n%s", logged, data)
+	}
 }
 
 // TestHTTPSProxyHTTP2 uses the HTTPS proxy over HTTP/2 as a browser does:
