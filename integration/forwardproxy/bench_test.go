@@ -31,23 +31,15 @@ func benchSize(b *testing.B) int64 {
 // serveSource writes size bytes to every connection, then closes it.
 func serveSource(l net.Listener, size int64) {
 	buf := make([]byte, 256<<10)
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			for left := size; left > 0; {
-				n := min(left, int64(len(buf)))
-				w, err := c.Write(buf[:n])
-				if err != nil {
-					return
-				}
-				left -= int64(w)
+	serveEach(l, func(c net.Conn) {
+		for left := size; left > 0; {
+			w, err := c.Write(buf[:min(left, int64(len(buf)))])
+			if err != nil {
+				return
 			}
-		}()
-	}
+			left -= int64(w)
+		}
+	})
 }
 
 // benchEnv runs a proxy admitting 127.0.0.1 by source (no password
@@ -175,22 +167,15 @@ func BenchmarkTunnelThroughput(b *testing.B) {
 
 // serveBareRelay relays every connection to target with io.Copy both ways.
 func serveBareRelay(l net.Listener, target string) {
-	for {
-		c, err := l.Accept()
+	serveEach(l, func(c net.Conn) {
+		up, err := net.Dial("tcp", target)
 		if err != nil {
 			return
 		}
-		go func() {
-			defer c.Close()
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				return
-			}
-			defer up.Close()
-			go func() { _, _ = io.Copy(up, c) }()
-			_, _ = io.Copy(c, up)
-		}()
-	}
+		defer up.Close()
+		go func() { _, _ = io.Copy(up, c) }()
+		_, _ = io.Copy(c, up)
+	})
 }
 
 // BenchmarkNewTunnels opens a connection, a CONNECT tunnel and one echo

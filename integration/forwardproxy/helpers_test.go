@@ -75,15 +75,7 @@ func trap(t *testing.T, ip string, port int) *countingListener {
 	}
 	t.Cleanup(func() { ln.Close() })
 	l := &countingListener{Listener: ln}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go serveEach(l, func(net.Conn) {})
 	t.Cleanup(func() {
 		if n := l.accepts.Load(); n != 0 {
 			t.Errorf("trap listener %s accepted %d connections: the proxy dialled a refused destination", l.Addr(), n)
@@ -118,8 +110,9 @@ func echoHeaders(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// serveEcho echoes every connection's bytes back until it closes.
-func serveEcho(l net.Listener) {
+// serveEach runs serve on its own goroutine for every connection l
+// accepts, closing the connection after it, until l closes.
+func serveEach(l net.Listener, serve func(net.Conn)) {
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -127,9 +120,14 @@ func serveEcho(l net.Listener) {
 		}
 		go func() {
 			defer c.Close()
-			_, _ = io.Copy(c, c)
+			serve(c)
 		}()
 	}
+}
+
+// serveEcho echoes every connection's bytes back until it closes.
+func serveEcho(l net.Listener) {
+	serveEach(l, func(c net.Conn) { _, _ = io.Copy(c, c) })
 }
 
 // dnsServer runs challtestsrv on a free loopback port; names it does not
