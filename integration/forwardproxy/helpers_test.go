@@ -255,8 +255,9 @@ const proxyOptions = `
 		idle_timeout 3s
 		dial_timeout 2s`
 
-// baseConfig has three proxies: plain HTTP with credentials (and a site
-// for origin-form requests on the same listener), one that admits only
+// baseConfig has three proxies: plain HTTP with credentials (with a
+// reverse-proxy site and a catch-all site for origin-form requests on the
+// same listener), one that admits only
 // 10.0.0.0/8 by source, and an HTTPS one (HTTP/1.1 and HTTP/2) that
 // admits loopback clients by source or alice by password.
 const baseConfig = `{
@@ -272,7 +273,7 @@ const baseConfig = `{
 }
 
 http://site.test:${PLAIN} {
-	respond "the site on the proxy's listener"
+	reverse_proxy ${ALLOWED}:${HTTPPORT}
 }
 
 :${PLAIN} {

@@ -118,14 +118,21 @@ func TestHideClientOff(t *testing.T) {
 }
 
 // TestOriginFormGoesToSites checks that sites on the proxy's listener keep
-// working: origin-form requests are not proxied.
+// working: origin-form requests are not proxied, a reverse-proxy site gets
+// its own requests (absolute-form ones naming it too), the catch-all site
+// with the proxy gets the rest.
 func TestOriginFormGoesToSites(t *testing.T) {
 	e := newEnv(t)
 	e.start(baseConfig)
-	for host, want := range map[string]string{"site.test": "the site on the proxy's listener", "other.test": "catch-all site"} {
-		resp, _, _ := rawExchange(t, e.plain, "GET / HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
-		if body := readBody(t, resp); resp.StatusCode != http.StatusOK || body != want {
-			t.Errorf("Host %s: %s %q, want %q", host, resp.Status, body, want)
+	for _, tc := range []struct{ request, want string }{
+		{"GET /rp HTTP/1.1\r\nHost: site.test\r\n\r\n", "uri /rp"},
+		{"GET http://site.test:" + portOf(e.plain) + "/rp-abs HTTP/1.1\r\nHost: x\r\n\r\n", "uri /rp-abs"},
+		{"GET / HTTP/1.1\r\nHost: other.test\r\n\r\n", "catch-all site"},
+		{"GET / HTTP/1.1\r\nHost: allowed.test\r\nProxy-Authorization: " + basic(user, password) + "\r\n\r\n", "catch-all site"},
+	} {
+		resp, _, _ := rawExchange(t, e.plain, tc.request)
+		if body := readBody(t, resp); resp.StatusCode != http.StatusOK || !strings.Contains(body, tc.want) {
+			t.Errorf("%q: %s %q, want %q", firstLine(tc.request), resp.Status, body, tc.want)
 		}
 	}
 }
