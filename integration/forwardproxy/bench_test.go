@@ -67,6 +67,7 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		connect_ports %d %d`, allowedIP, be.source.port(), be.echo.port())
 	harness.RunCaddyfile(b, fmt.Sprintf(`{
 	auto_https off
+	default_bind 127.0.0.1 ::1
 }
 
 :%s {

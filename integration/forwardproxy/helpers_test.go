@@ -63,16 +63,23 @@ func listen(t testing.TB, ip string) *countingListener {
 	return &countingListener{Listener: ln}
 }
 
+// waitAccepts waits until l accepted want connections (the accept loop
+// may run a moment after the client's connect returns), then a little more
+// to see any extra one, and returns the count.
+func waitAccepts(l *countingListener, want int64) int64 {
+	for deadline := time.Now().Add(5 * time.Second); l.accepts.Load() < want && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	return l.accepts.Load()
+}
+
 func (l *countingListener) port() int { return l.Addr().(*net.TCPAddr).Port }
 
-// trap is a listener on ip:port (port 0: any) that must never be reached;
-// the test fails at its end if anything connected.
-func trap(t *testing.T, ip string, port int) *countingListener {
+// trap is a listener that must never be reached; the test fails at its end
+// if anything connected.
+func trap(t *testing.T, ln net.Listener) *countingListener {
 	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, fmt.Sprint(port)))
-	if err != nil {
-		t.Fatalf("listen on %s port %d: %v", ip, port, err)
-	}
 	t.Cleanup(func() { ln.Close() })
 	l := &countingListener{Listener: ln}
 	go serveEach(l, func(net.Conn) {})
@@ -82,6 +89,36 @@ func trap(t *testing.T, ip string, port int) *countingListener {
 		}
 	})
 	return l
+}
+
+// listenWithTraps opens a listener on ip and traps on the same port of
+// each trap address, retrying with other ports while one is taken.
+func listenWithTraps(t *testing.T, ip string, trapIPs ...string) (*countingListener, []*countingListener) {
+	t.Helper()
+	for range 50 {
+		l := listen(t, ip)
+		var lns []net.Listener
+		for _, tip := range trapIPs {
+			ln, err := net.Listen("tcp", net.JoinHostPort(tip, fmt.Sprint(l.port())))
+			if err != nil {
+				break
+			}
+			lns = append(lns, ln)
+		}
+		if len(lns) == len(trapIPs) {
+			traps := make([]*countingListener, len(lns))
+			for i, ln := range lns {
+				traps[i] = trap(t, ln)
+			}
+			return l, traps
+		}
+		l.Close()
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}
+	t.Fatalf("no port free on %s and %v", ip, trapIPs)
+	return nil, nil
 }
 
 // serveHTTP serves h on l (TLS when cert is set) until the test ends.
@@ -191,17 +228,34 @@ func newEnv(t *testing.T) *env {
 	e.proxyCA = harness.SelfSigned(t, "proxy", "proxy.test", "localhost")
 	e.tlsOrig = listen(t, allowedIP)
 	serveHTTP(t, e.tlsOrig, http.HandlerFunc(echoHeaders), &e.originCA.TLS)
-	e.httpOrig = listen(t, allowedIP)
-	serveHTTP(t, e.httpOrig, http.HandlerFunc(echoHeaders), nil)
-	e.echo = listen(t, allowedIP)
-	go serveEcho(e.echo)
 	// the traps share the origins' ports, which the proxies allow: only
 	// the address can refuse them
-	e.trap4 = trap(t, "127.0.0.1", e.echo.port())
-	e.trap6 = trap(t, "::1", e.echo.port())
-	e.trapHTTP = trap(t, "127.0.0.1", e.httpOrig.port())
-	e.trapPort = trap(t, allowedIP, 0)
-	dir := t.TempDir()
+	var traps []*countingListener
+	e.httpOrig, traps = listenWithTraps(t, allowedIP, "127.0.0.1")
+	e.trapHTTP = traps[0]
+	serveHTTP(t, e.httpOrig, http.HandlerFunc(echoHeaders), nil)
+	e.echo, traps = listenWithTraps(t, allowedIP, "127.0.0.1", "::1")
+	e.trap4, e.trap6 = traps[0], traps[1]
+	go serveEcho(e.echo)
+	port0, err := net.Listen("tcp", net.JoinHostPort(allowedIP, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.trapPort = trap(t, port0)
+	// not t.TempDir: Caddy's log writers may close their files a moment
+	// after Caddy stops
+	dir, err := os.MkdirTemp("", "rampart-forwardproxy-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for range 20 {
+			if os.RemoveAll(dir) == nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
 	e.blocked = filepath.Join(dir, "blocked-hosts.txt")
 	writeFile(t, e.blocked, "# test block list\nblocked.test\n*.blocked-wild.test\n")
 	e.access = filepath.Join(dir, "access.log")
@@ -262,6 +316,7 @@ const proxyOptions = `
 // admits loopback clients by source or alice by password.
 const baseConfig = `{
 	auto_https off
+	default_bind 127.0.0.1 ::1
 	servers {
 		protocols h1 h2
 	}

@@ -135,6 +135,7 @@ func TestMaxHeaderSize(t *testing.T) {
 	e.vars["BIGPORT"] = fmt.Sprint(big.port())
 	e.start(`{
 	auto_https off
+	default_bind 127.0.0.1 ::1
 }
 :${PLAIN} {
 	forward_proxy {
@@ -193,6 +194,7 @@ func TestHTTP2Refusals(t *testing.T) {
 // table, on the plain (HTTP/1.1) and the HTTPS (HTTP/2) proxy.
 const stickConfig = `{
 	auto_https off
+	default_bind 127.0.0.1 ::1
 	stick_table per_ip {
 		type ip
 		size 1k
@@ -242,7 +244,7 @@ func TestStickConcurrentTunnels(t *testing.T) {
 	if r3.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("third tunnel: %s, want 429", r3.Status)
 	}
-	if n := e.echo.accepts.Load(); n != 2 {
+	if n := waitAccepts(e.echo, 2); n != 2 {
 		t.Errorf("origin saw %d connections, want 2", n)
 	}
 	close1()
@@ -326,6 +328,7 @@ func TestStickPerUser(t *testing.T) {
 	e := newEnv(t)
 	c := e.start(`{
 	auto_https off
+	default_bind 127.0.0.1 ::1
 	stick_table per_user {
 		type string
 		size 1k
@@ -363,7 +366,7 @@ func TestStickPerUser(t *testing.T) {
 	if got := open("bob"); got != 200 {
 		t.Fatalf("bob's tunnel: %d", got)
 	}
-	if n := e.echo.accepts.Load(); n != 2 {
+	if n := waitAccepts(e.echo, 2); n != 2 {
 		t.Errorf("origin saw %d connections, want 2", n)
 	}
 	status, body := c.AdminRequest(http.MethodGet, "/stick-tables/per_user/alice", nil)

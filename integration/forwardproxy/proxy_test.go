@@ -103,6 +103,7 @@ func TestHideClientOff(t *testing.T) {
 	e := newEnv(t)
 	e.start(`{
 	auto_https off
+	default_bind 127.0.0.1 ::1
 }
 :${PLAIN} {
 	forward_proxy {
