@@ -241,3 +241,20 @@ func TestHTTPSProxyHTTP2(t *testing.T) {
 		t.Fatalf("origin answered %q", body)
 	}
 }
+
+// TestAbsoluteFormHTTPS forwards GET https://... by making the TLS
+// connection itself, verifying the destination's certificate against the
+// system's roots: the test origin's self-signed certificate is refused
+// (502, the TLS handshake reached the origin), never passed through.
+func TestAbsoluteFormHTTPS(t *testing.T) {
+	e := newEnv(t)
+	e.start(strings.Replace(baseConfig, "http_ports ${HTTPPORT}", "http_ports ${HTTPPORT} "+fmt.Sprint(e.tlsOrig.port()), 1))
+	resp, _, _ := rawExchange(t, e.plain, fmt.Sprintf("GET https://allowed.test:%d/ HTTP/1.1\r\nHost: x\r\nProxy-Authorization: %s\r\n\r\n", e.tlsOrig.port(), basic(user, password)))
+	body := readBody(t, resp)
+	if resp.StatusCode != http.StatusBadGateway || strings.Contains(body, "certificate") {
+		t.Errorf("%s %q, want 502 without details", resp.Status, body)
+	}
+	if n := waitAccepts(e.tlsOrig, 1); n != 1 {
+		t.Errorf("the origin saw %d connections, want 1 (the refused handshake)", n)
+	}
+}
