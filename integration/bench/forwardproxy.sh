@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# forward_proxy figures, from the Go benchmarks in integration/forwardproxy:
+#  - throughput: a 1 GiB download from a loopback origin directly (A),
+#    through a bare relay (R: io.Copy both ways, spliced, no HTTP: what any
+#    user-space proxy costs on this machine), through an HTTP/1.1 CONNECT
+#    tunnel (B) and through an HTTP/2 CONNECT stream of the HTTPS proxy (C);
+#    rounds alternate A, R, B, C; the figures are B/A, R/A, B/R and C/A of
+#    the summed MB/s (the issue's target: B/A >= 0.90);
+#  - new tunnels per second: connection + CONNECT + one echo round trip,
+#    against connection + round trip directly.
+#
+#   integration/bench/forwardproxy.sh [rounds] [bytes]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROUNDS=${1:-3}
+BYTES=${2:-$((1 << 30))}
+PKG=./integration/forwardproxy/
+go test -c -o /tmp/rampart-forwardproxy.test "$PKG"
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+for round in $(seq "$ROUNDS"); do
+	(cd integration/forwardproxy && RAMPART_BENCH_BYTES=$BYTES /tmp/rampart-forwardproxy.test \
+		-test.run '^$' -test.bench 'BenchmarkTunnelThroughput' -test.benchtime 1x) | grep '^Benchmark' | tee -a "$results"
+done
+for round in $(seq "$ROUNDS"); do
+	(cd integration/forwardproxy && /tmp/rampart-forwardproxy.test \
+		-test.run '^$' -test.bench 'BenchmarkNewTunnels' -test.benchtime 2000x) | grep '^Benchmark' | tee -a "$results"
+done
+awk '
+/TunnelThroughput\/direct/     { a += $(NF-1) }
+/TunnelThroughput\/bare_relay/ { r += $(NF-1) }
+/TunnelThroughput\/connect_h1/ { b += $(NF-1) }
+/TunnelThroughput\/connect_h2/ { c += $(NF-1) }
+/NewTunnels\/direct/     { for (i = 1; i < NF; i++) if ($(i+1) == "conns/s")   d += $i }
+/NewTunnels\/connect_h1/ { for (i = 1; i < NF; i++) if ($(i+1) == "tunnels/s") n += $i; k++ }
+END {
+	printf "throughput HTTP/1.1 CONNECT / direct: %.2f\n", b / a
+	printf "throughput bare relay / direct:       %.2f\n", r / a
+	printf "throughput HTTP/1.1 CONNECT / bare relay: %.2f\n", b / r
+	printf "throughput HTTP/2 CONNECT / direct:   %.2f\n", c / a
+	printf "new tunnels per second: %.0f (direct connections: %.0f, ratio %.2f)\n", n / k, d / k, n / d
+}' "$results"

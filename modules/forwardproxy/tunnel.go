@@ -1,0 +1,139 @@
+package forwardproxy
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	passthrough "github.com/rampart-edge/caddy-rampart/modules/passthrough/engine"
+
+	"github.com/rampart-edge/caddy-rampart/modules/forwardproxy/egress"
+)
+
+// tunnel dials the decided destination and relays a CONNECT tunnel:
+// HTTP/1.1 takes over the connection, HTTP/2 (and HTTP/3) relays the
+// request stream's body and response.
+func (fp *ForwardProxy) tunnel(w http.ResponseWriter, r *http.Request, d egress.Decision, ex *exchange) error {
+	upstream, err := fp.dial(r.Context(), d, ex.port, ex)
+	if err != nil {
+		return fp.unreachable(w, ex, err)
+	}
+	defer upstream.Close()
+	opts := passthrough.RelayOptions{IdleTimeout: time.Duration(fp.IdleTimeout)}
+	rc := http.NewResponseController(w)
+
+	if r.ProtoMajor == 1 {
+		conn, brw, err := rc.Hijack()
+		if err != nil {
+			return fp.unreachable(w, ex, err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Time{}) // the server's read and write timeouts no longer apply
+		if _, err := conn.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
+			return nil
+		}
+		var clientR net.Conn = conn
+		if brw.Reader.Buffered() > 0 {
+			// bytes the client sent right after the request (e.g. a TLS
+			// ClientHello) are already in the server's buffer
+			clientR = &bufferedConn{Conn: conn, r: brw.Reader}
+		}
+		res := passthrough.Relay(clientR, conn, upstream, opts)
+		ex.up, ex.down = res.Up, res.Down
+		return nil
+	}
+
+	w.WriteHeader(http.StatusOK)
+	if err := rc.Flush(); err != nil {
+		return nil
+	}
+	stream := &streamConn{body: r, w: w, rc: rc, local: upstream.LocalAddr(), remote: upstream.RemoteAddr()}
+	res := passthrough.Relay(stream, stream, upstream, opts)
+	ex.up, ex.down = res.Up, res.Down
+	return nil
+}
+
+// bufferedConn reads what the HTTP server had buffered before the
+// connection itself.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// streamConn presents an HTTP/2 CONNECT stream (request body up, response
+// body down) as a net.Conn for the relay. A stream cannot be half-closed
+// from the handler (see CloseWrite). An HTTP/2 read deadline that
+// expires ends the stream's body for good, so the relay's periodic wake-up
+// deadlines are kept here ("soft": a Read after it returns a timeout
+// without reading, which lets the relay record progress) and only a
+// deadline in the past, the relay stopping, goes to the stream.
+type streamConn struct {
+	body          *http.Request
+	w             http.ResponseWriter
+	rc            *http.ResponseController
+	local, remote net.Addr
+	soft          atomic.Int64 // unix nanoseconds; 0: none
+	downDone      atomic.Bool  // the destination finished sending
+}
+
+// errNoHalfClose tells the relay that a stream cannot be half-closed.
+var errNoHalfClose = errors.New("an HTTP/2 stream cannot be half-closed by the handler")
+
+// CloseWrite records that the destination finished sending and refuses
+// the half-close: the relay then stops, the handler returns, and the
+// stream ends after the data it carried. (The relay's stop also expires
+// write deadlines, which would reset the stream instead: SetWriteDeadline
+// skips that once the destination is done, when no write is pending.)
+func (s *streamConn) CloseWrite() error {
+	s.downDone.Store(true)
+	return errNoHalfClose
+}
+
+func (s *streamConn) Read(p []byte) (int, error) {
+	if d := s.soft.Load(); d != 0 && time.Now().UnixNano() > d {
+		return 0, os.ErrDeadlineExceeded
+	}
+	return s.body.Body.Read(p)
+}
+
+func (s *streamConn) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	if err != nil {
+		return n, err
+	}
+	return n, s.rc.Flush()
+}
+
+func (s *streamConn) Close() error         { return s.body.Body.Close() }
+func (s *streamConn) LocalAddr() net.Addr  { return s.local }
+func (s *streamConn) RemoteAddr() net.Addr { return s.remote }
+
+func (s *streamConn) SetDeadline(t time.Time) error {
+	_ = s.SetReadDeadline(t)
+	return s.SetWriteDeadline(t)
+}
+
+func (s *streamConn) SetReadDeadline(t time.Time) error {
+	if t.IsZero() || t.After(time.Now()) {
+		var d int64
+		if !t.IsZero() {
+			d = t.UnixNano()
+		}
+		s.soft.Store(d)
+		return nil
+	}
+	return s.rc.SetReadDeadline(t)
+}
+
+func (s *streamConn) SetWriteDeadline(t time.Time) error {
+	if t.IsZero() || t.After(time.Now()) || s.downDone.Load() {
+		return nil // the relay only sets write deadlines to stop
+	}
+	return s.rc.SetWriteDeadline(t)
+}
