@@ -112,15 +112,16 @@ func (a *PurgeAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// flush deletes every key of every storage and the surrogate keys.
+// flush deletes every key of every storage, the surrogate keys included
+// (they live in the same storers under their own prefix). It deletes key by
+// key rather than through the surrogate storage's Destruct: Souin's default
+// storage resets its map without the lock its readers take, a data race
+// with the stores cache-handler runs in the background after a response.
 func (a *PurgeAPI) flush() {
 	for _, storer := range a.app.Storers {
 		for key := range storer.MapKeys("") {
 			storer.Delete(key)
 		}
-	}
-	if a.app.SurrogateStorage != nil {
-		_ = a.app.SurrogateStorage.Destruct()
 	}
 }
 
