@@ -31,7 +31,7 @@ func benchSize(b *testing.B) int64 {
 // serveSource writes size bytes to every connection, then closes it.
 func serveSource(l net.Listener, size int64) {
 	buf := make([]byte, 256<<10)
-	serveEach(l, func(c net.Conn) {
+	harness.ServeEach(l, func(c net.Conn) {
 		for left := size; left > 0; {
 			w, err := c.Write(buf[:min(left, int64(len(buf)))])
 			if err != nil {
@@ -168,7 +168,7 @@ func BenchmarkTunnelThroughput(b *testing.B) {
 
 // serveBareRelay relays every connection to target with io.Copy both ways.
 func serveBareRelay(l net.Listener, target string) {
-	serveEach(l, func(c net.Conn) {
+	harness.ServeEach(l, func(c net.Conn) {
 		up, err := net.Dial("tcp", target)
 		if err != nil {
 			return

@@ -82,7 +82,7 @@ func trap(t *testing.T, ln net.Listener) *countingListener {
 	t.Helper()
 	t.Cleanup(func() { ln.Close() })
 	l := &countingListener{Listener: ln}
-	go serveEach(l, func(net.Conn) {})
+	go harness.ServeEach(l, func(net.Conn) {})
 	t.Cleanup(func() {
 		if n := l.accepts.Load(); n != 0 {
 			t.Errorf("trap listener %s accepted %d connections: the proxy dialled a refused destination", l.Addr(), n)
@@ -147,24 +147,9 @@ func echoHeaders(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// serveEach runs serve on its own goroutine for every connection l
-// accepts, closing the connection after it, until l closes.
-func serveEach(l net.Listener, serve func(net.Conn)) {
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			serve(c)
-		}()
-	}
-}
-
 // serveEcho echoes every connection's bytes back until it closes.
 func serveEcho(l net.Listener) {
-	serveEach(l, func(c net.Conn) { _, _ = io.Copy(c, c) })
+	harness.ServeEach(l, func(c net.Conn) { _, _ = io.Copy(c, c) })
 }
 
 // dnsServer runs challtestsrv on a free loopback port; names it does not

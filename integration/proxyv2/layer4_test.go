@@ -46,21 +46,12 @@ func tlsBackend(t *testing.T, p *pki, ip string) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				if err := c.(*tls.Conn).Handshake(); err == nil {
-					_, _ = io.WriteString(c, "hello from back.test\n")
-				}
-			}()
+	go harness.ServeEach(ln, func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if err := c.(*tls.Conn).Handshake(); err == nil {
+			_, _ = io.WriteString(c, "hello from back.test\n")
 		}
-	}()
+	})
 	return ln.Addr().String()
 }
 
