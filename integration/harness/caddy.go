@@ -87,12 +87,15 @@ func (c *Caddy) LoadCaddyfile(caddyfile string) {
 	c.LoadJSON(Adapt(c.t, caddyfile))
 }
 
-// LoadJSON replaces the running config (a graceful reload).
+// LoadJSON replaces the running config (a graceful reload) and returns once
+// the old config's servers no longer accept connections.
 func (c *Caddy) LoadJSON(config []byte) {
 	c.t.Helper()
-	if err := caddy.Load(c.prepare(config), true); err != nil {
+	config = c.prepare(config)
+	if err := caddy.Load(config, true); err != nil {
 		c.t.Fatalf("loading config: %v\n%s", err, config)
 	}
+	c.awaitOldServersClosed(config)
 }
 
 // TryLoadJSON is LoadJSON that returns the load error instead of failing.
@@ -144,7 +147,10 @@ func (c *Caddy) AdminRequest(method, path string, body io.Reader) (int, string) 
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	client := &http.Client{Timeout: 10 * time.Second}
+	// One connection per request, as `caddy reload` and curl do: a reload
+	// replaces the admin server, and a kept-alive connection would reach
+	// the old one while it shuts down.
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := client.Do(req)
 	if err != nil {
 		c.t.Fatalf("%s %s: %v", method, path, err)
@@ -154,11 +160,55 @@ func (c *Caddy) AdminRequest(method, path string, body io.Reader) (int, string) 
 	return resp.StatusCode, string(data)
 }
 
-// Reload posts a Caddyfile to the admin endpoint's /load, as a user would.
+// Reload posts a Caddyfile to the admin endpoint's /load, as a user would,
+// and returns once the old config's servers no longer accept connections.
 func (c *Caddy) Reload(caddyfile string) {
 	c.t.Helper()
-	status, body := c.AdminRequest(http.MethodPost, "/load", strings.NewReader(string(c.prepare(Adapt(c.t, caddyfile)))))
+	config := c.prepare(Adapt(c.t, caddyfile))
+	status, body := c.AdminRequest(http.MethodPost, "/load", strings.NewReader(string(config)))
 	if status != http.StatusOK {
 		c.t.Fatalf("reload: %d %s", status, body)
+	}
+	c.awaitOldServersClosed(config)
+}
+
+// awaitOldServersClosed waits until no listener of config is still shared
+// with the config it replaced. /load answers before the old servers shut
+// down (Caddy stops the old admin endpoint and the old HTTP servers on
+// goroutines), so a connection opened right after it could still reach the
+// old config. Kept-alive client connections are closed by the old servers'
+// shutdown; clients reconnect to the new ones.
+func (c *Caddy) awaitOldServersClosed(config []byte) {
+	c.t.Helper()
+	var cfg struct {
+		Apps struct {
+			HTTP struct {
+				Servers map[string]struct {
+					Listen []string `json:"listen"`
+				} `json:"servers"`
+			} `json:"http"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(config, &cfg); err != nil {
+		c.t.Fatal(err)
+	}
+	listens := []string{c.Admin}
+	for _, srv := range cfg.Apps.HTTP.Servers {
+		listens = append(listens, srv.Listen...)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, listen := range listens {
+		addr, err := caddy.ParseNetworkAddress(listen)
+		if err != nil {
+			c.t.Fatalf("listen address %q: %v", listen, err)
+		}
+		for offset := range addr.PortRangeSize() {
+			for caddy.ListenerUsage(addr.Network, addr.JoinHostPort(offset)) > 1 {
+				if time.Now().After(deadline) {
+					c.t.Fatalf("reload: the old config still listens on %s after 5s", addr.JoinHostPort(offset))
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
 	}
 }
