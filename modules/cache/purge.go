@@ -39,12 +39,13 @@ type PurgeAPI struct {
 	app  *httpcache.SouinApp
 	path string // base path of the Souin API, e.g. /souin-api/souin
 
-	once     sync.Once
-	handlers map[string]http.HandlerFunc
+	// handlers are Souin's API handlers by path, built on first use (the
+	// storages they serve exist once the config runs).
+	handlers func() map[string]http.HandlerFunc
 }
 
 // CaddyModule returns the Caddy module information.
-func (*PurgeAPI) CaddyModule() caddy.ModuleInfo {
+func (PurgeAPI) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
 		ID:  "admin.api.rampart_cache",
 		New: func() caddy.Module { return new(PurgeAPI) },
@@ -73,6 +74,13 @@ func (a *PurgeAPI) Provision(ctx caddy.Context) error {
 		path = "/souin"
 	}
 	a.ctx, a.app, a.path = ctx, souin, base+path
+	a.handlers = sync.OnceValue(func() map[string]http.HandlerFunc {
+		config := &httpcache.Configuration{API: souin.API, DefaultCache: souin.DefaultCache}
+		if m := api.GenerateHandlerMap(config, souin.Storers, souin.SurrogateStorage); m != nil {
+			return *m.Handlers
+		}
+		return nil
+	})
 	return nil
 }
 
@@ -98,13 +106,7 @@ func (a *PurgeAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}
-	a.once.Do(func() {
-		config := &httpcache.Configuration{API: a.app.API, DefaultCache: a.app.DefaultCache}
-		if m := api.GenerateHandlerMap(config, a.app.Storers, a.app.SurrogateStorage); m != nil {
-			a.handlers = *m.Handlers
-		}
-	})
-	handler := a.handlers[a.path]
+	handler := a.handlers()[a.path]
 	if handler == nil || a.app.SurrogateStorage == nil {
 		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: errors.New("no cache handler in this config has provisioned a storage")}
 	}

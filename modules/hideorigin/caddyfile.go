@@ -76,9 +76,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("hide_origin: unknown option %q", opt)
 		}
+		if err := h.checkOptions(); err != nil {
+			return d.WrapErr(err)
+		}
 	}
 	return nil
 }
+
+// checkOptions runs Provision's checks of the options parsed so far on a
+// copy of h, so UnmarshalCaddyfile reports a bad value at its own line and
+// the config it adapts to carries nothing but the options.
+func (h Handler) checkOptions() error { return h.provisionOptions(true) }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
 //

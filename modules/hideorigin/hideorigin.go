@@ -136,24 +136,41 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := metrics.Register(ctx, metricRewrites, metricActions, metricLock); err != nil {
 		return fmt.Errorf("hide_origin: metrics: %v", err)
 	}
-	repl := caddy.NewReplacer()
-	var ids []string
-	for _, o := range h.Origins {
-		ids = append(ids, repl.ReplaceKnown(o, ""))
+	if err := h.provisionOptions(false); err != nil {
+		return err
 	}
 	if !h.NoAutoUpstreams {
-		ids = append(ids, siblingUpstreams(ctx, repl)...)
+		for _, s := range siblingUpstreams(ctx, caddy.NewReplacer()) {
+			id, err := scrub.ParseIdentity(s)
+			if err != nil {
+				return fmt.Errorf("hide_origin: upstream of this route: %v", err)
+			}
+			h.ids.list = append(h.ids.list, id)
+		}
 	}
-	h.ids = &identities{learned: map[string]bool{}}
+	h.ids.matcher.Store(scrub.NewMatcherFromIdentities(h.ids.list))
 	h.publics, h.publicCount = new([2]sync.Map), new(atomic.Int64)
-	for _, s := range ids {
-		id, err := scrub.ParseIdentity(s)
+	return nil
+}
+
+// provisionOptions checks and compiles the options that need no running
+// config. checkOptions calls it after every Caddyfile option with adapting
+// set, so a bad value is reported at the user's line; values with placeholders
+// (an {env.*} key, say) are then left for the load, where they are known.
+func (h *Handler) provisionOptions(adapting bool) error {
+	repl := caddy.NewReplacer()
+	deferred := func(v string) bool { return adapting && strings.Contains(v, "{") }
+	h.ids = &identities{learned: map[string]bool{}}
+	for _, o := range h.Origins {
+		if deferred(o) {
+			continue
+		}
+		id, err := scrub.ParseIdentity(repl.ReplaceKnown(o, ""))
 		if err != nil {
 			return fmt.Errorf("hide_origin: origin: %v", err)
 		}
 		h.ids.list = append(h.ids.list, id)
 	}
-	h.ids.matcher.Store(scrub.NewMatcherFromIdentities(h.ids.list))
 
 	strip, err := scrub.NewStripSet(h.Strip, h.Keep)
 	if err != nil {
@@ -189,7 +206,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.public = &p
 	}
 
-	if h.Sign != "" {
+	if h.Sign != "" && !deferred(h.Sign) {
 		secret := repl.ReplaceKnown(h.Sign, "")
 		if strings.Contains(secret, "{") || secret == "" {
 			return fmt.Errorf("hide_origin: sign: the key %q is empty or has an unknown placeholder", redact(h.Sign))
