@@ -111,4 +111,3 @@ func (registryCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(stateDesc, prometheus.GaugeValue, float64(upstate.For(m.Addr).State()), m.Kind, m.Addr)
 	}
 }
-
