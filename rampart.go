@@ -17,5 +17,6 @@ import (
 	_ "github.com/rampart-edge/caddy-rampart/modules/hideorigin"
 	_ "github.com/rampart-edge/caddy-rampart/modules/passthrough"
 	_ "github.com/rampart-edge/caddy-rampart/modules/proxyv2"
+	_ "github.com/rampart-edge/caddy-rampart/modules/stats"
 	_ "github.com/rampart-edge/caddy-rampart/modules/stick"
 )

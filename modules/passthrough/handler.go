@@ -29,6 +29,7 @@ import (
 	"github.com/rampart-edge/caddy-rampart/internal/netaddr"
 	"github.com/rampart-edge/caddy-rampart/modules/passthrough/engine"
 	"github.com/rampart-edge/caddy-rampart/modules/proxyv2/wire"
+	"github.com/rampart-edge/caddy-rampart/modules/stats/upstate"
 )
 
 func init() {
@@ -82,6 +83,7 @@ type Handler struct {
 
 	balancer *engine.Balancer
 	counted  []string // the connCounts keys this handler holds
+	leave    []func() // leave the stats page's upstream registry
 	tlvs     []uint8
 	crc      bool
 	tlsApp   *caddytls.TLS
@@ -152,7 +154,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	for _, addr := range h.Upstreams {
 		conns, _ := connCounts.LoadOrStore(addr, new(engine.Counter))
 		h.counted = append(h.counted, addr)
-		h.balancer.Upstreams = append(h.balancer.Upstreams, &engine.Upstream{Addr: addr, Conns: conns.(*engine.Counter)})
+		cell := upstate.For(addr)
+		u := &engine.Upstream{Addr: addr, Conns: conns.(*engine.Counter), Held: cell.Held}
+		h.balancer.Upstreams = append(h.balancer.Upstreams, u)
+		h.leave = append(h.leave, upstate.Join(&upstate.Member{
+			Kind: "passthrough", Group: h.Route, Addr: addr, Active: u.Active,
+			Healthy: func() bool { return u.Healthy() && cell.State() != upstate.Maint },
+		}))
 		metrics.healthy.WithLabelValues(h.Route, addr).Set(1)
 	}
 	h.mConns = metrics.connections.WithLabelValues(h.Route)
@@ -191,6 +199,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // Cleanup releases the route's hold on the connection counts. Connections
 // being relayed keep theirs and are not touched: they outlive a reload.
 func (h *Handler) Cleanup() error {
+	for _, leave := range h.leave {
+		leave()
+	}
 	for _, addr := range h.counted {
 		_, _ = connCounts.Delete(addr)
 	}

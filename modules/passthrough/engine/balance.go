@@ -21,6 +21,10 @@ type Upstream struct {
 	// upstreams of several routes (and of the configs before a reload) may
 	// share one, as they share the backend. Nil: the upstream counts alone.
 	Conns *Counter
+	// Held, when set, reports whether an operator holds the upstream out of
+	// selection (drain or maintenance): Pick skips it while it does, and
+	// connections being relayed to it go on.
+	Held func() bool
 
 	own    Counter      // the count when Conns is nil
 	down   atomic.Bool  // marked unhealthy by the health checker
@@ -110,7 +114,7 @@ func (b *Balancer) Pick(client netip.Addr, exclude []*Upstream) *Upstream {
 		return nil
 	}
 	usable := func(u *Upstream) bool {
-		if !u.Healthy() {
+		if !u.Healthy() || u.Held != nil && u.Held() {
 			return false
 		}
 		for _, x := range exclude {
