@@ -1,7 +1,6 @@
 package forwardproxy_test
 
 import (
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -163,9 +162,7 @@ func TestMaxHeaderSize(t *testing.T) {
 func TestHTTP2Refusals(t *testing.T) {
 	e := newEnv(t)
 	e.start(baseConfig)
-	pool := x509.NewCertPool()
-	pool.AddCert(mustParse(t, e.proxyCA.TLS.Certificate[0]))
-	cc := h2Dial(t, e.secure, pool)
+	cc := h2Dial(t, e.secure, e.proxyPool())
 	for target, want := range map[string]int{
 		fmt.Sprintf("127.0.0.1:%d", e.echo.port()):         403,
 		fmt.Sprintf("[::1]:%d", e.echo.port()):             403,
@@ -265,9 +262,7 @@ func TestStickConcurrentTunnels(t *testing.T) {
 	// HTTP/2: the stream's bytes pass through track's counters
 	waitReqCur(t, c, 0)
 	before := entryValues(t, c)
-	pool := x509.NewCertPool()
-	pool.AddCert(mustParse(t, e.proxyCA.TLS.Certificate[0]))
-	cc := h2Dial(t, e.secure, pool)
+	cc := h2Dial(t, e.secure, e.proxyPool())
 	resp, stream := h2Open(t, cc, target, nil)
 	if resp.StatusCode != 200 {
 		t.Fatalf("HTTP/2 tunnel: %s", resp.Status)
@@ -390,9 +385,7 @@ func TestHTTP2OriginCloses(t *testing.T) {
 	go serveSource(source, 4<<20)
 	e.vars["PORTS"] += fmt.Sprintf(" %d", source.port())
 	e.start(baseConfig)
-	pool := x509.NewCertPool()
-	pool.AddCert(mustParse(t, e.proxyCA.TLS.Certificate[0]))
-	cc := h2Dial(t, e.secure, pool)
+	cc := h2Dial(t, e.secure, e.proxyPool())
 	resp, stream := h2Open(t, cc, fmt.Sprintf("%s:%d", allowedIP, source.port()), nil)
 	if resp.StatusCode != 200 {
 		t.Fatal(resp.Status)

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
 	passthrough "github.com/rampart-edge/caddy-rampart/modules/passthrough/engine"
 
 	"github.com/rampart-edge/caddy-rampart/modules/forwardproxy/egress"
@@ -42,6 +44,15 @@ func (fp *ForwardProxy) tunnel(w http.ResponseWriter, r *http.Request, d egress.
 			// ClientHello) are already in the server's buffer
 			clientR = &bufferedConn{Conn: conn, r: brw.Reader}
 		}
+		if bc, ok := caddyhttp.GetVar(r.Context(), byteCounterVar).(byteCounter); ok {
+			opts.OnBytes = func(up bool, n int64) {
+				if up {
+					bc.CountBytes(uint64(n), 0)
+				} else {
+					bc.CountBytes(0, uint64(n))
+				}
+			}
+		}
 		res := passthrough.Relay(clientR, conn, upstream, opts)
 		ex.up, ex.down = res.Up, res.Down
 		return nil
@@ -55,6 +66,19 @@ func (fp *ForwardProxy) tunnel(w http.ResponseWriter, r *http.Request, d egress.
 	res := passthrough.Relay(stream, stream, upstream, opts)
 	ex.up, ex.down = res.Up, res.Down
 	return nil
+}
+
+// byteCounterVar is the request variable in which the stick module's track
+// handler leaves its byte counter (modules/stick, bytesVar): an HTTP/1.1
+// tunnel takes over the connection, so its bytes pass neither the request
+// body nor the ResponseWriter that track counts. (HTTP/2 tunnels and
+// forwarded requests do pass them, and do not use the counter.)
+const byteCounterVar = "rampart.count_bytes"
+
+// byteCounter adds bytes received from (in) and sent to (out) the client
+// to the entries tracked for the request.
+type byteCounter interface {
+	CountBytes(in, out uint64)
 }
 
 // bufferedConn reads what the HTTP server had buffered before the
