@@ -3,9 +3,11 @@
 #  - throughput: a 1 GiB download from a loopback origin directly (A),
 #    through a bare relay (R: io.Copy both ways, spliced, no HTTP: what any
 #    user-space proxy costs on this machine), through an HTTP/1.1 CONNECT
-#    tunnel (B) and through an HTTP/2 CONNECT stream of the HTTPS proxy (C);
-#    rounds alternate A, R, B, C; the figures are B/A, R/A, B/R and C/A of
-#    the summed MB/s (the issue's target: B/A >= 0.90);
+#    tunnel (B), through an HTTP/2 CONNECT stream of the HTTPS proxy (C),
+#    and through HAProxy 2.6 in mode tcp with its default buffers (H) and
+#    with option splice-auto (S), the anchors of what a mature user-space
+#    relay achieves on this machine; rounds alternate A, R, H, S, B, C; the
+#    figures are ratios of the summed MB/s (the issue's target: B/A >= 0.90);
 #  - new tunnels per second: connection + CONNECT + one echo round trip,
 #    against connection + round trip directly.
 #
@@ -31,6 +33,8 @@ awk '
 /TunnelThroughput\/bare_relay/ { r += $(NF-1) }
 /TunnelThroughput\/connect_h1/ { b += $(NF-1) }
 /TunnelThroughput\/connect_h2/ { c += $(NF-1) }
+/TunnelThroughput\/haproxy_tcp/ { h += $(NF-1) }
+/TunnelThroughput\/haproxy_splice/ { s += $(NF-1) }
 /NewTunnels\/direct/     { for (i = 1; i < NF; i++) if ($(i+1) == "conns/s")   d += $i }
 /NewTunnels\/connect_h1/ { for (i = 1; i < NF; i++) if ($(i+1) == "tunnels/s") n += $i; k++ }
 END {
@@ -38,5 +42,7 @@ END {
 	printf "throughput bare relay / direct:       %.2f\n", r / a
 	printf "throughput HTTP/1.1 CONNECT / bare relay: %.2f\n", b / r
 	printf "throughput HTTP/2 CONNECT / direct:   %.2f\n", c / a
+	printf "throughput HAProxy tcp / direct: %.2f, HAProxy splice / direct: %.2f\n", h / a, s / a
+	printf "throughput HTTP/1.1 CONNECT / HAProxy tcp: %.2f, / HAProxy splice: %.2f\n", b / h, b / s
 	printf "new tunnels per second: %.0f (direct connections: %.0f, ratio %.2f)\n", n / k, d / k, n / d
 }' "$results"

@@ -103,8 +103,9 @@ func (be *benchEnv) connectH1(b *testing.B, target string) (net.Conn, *bufio.Rea
 
 // BenchmarkTunnelThroughput downloads benchSize bytes (1 GiB) from a
 // loopback origin directly, through an HTTP/1.1 CONNECT tunnel and through
-// an HTTP/2 CONNECT stream of the HTTPS proxy, and through a bare relay
-// (io.Copy both ways, no HTTP: the floor of any user-space proxy). The figure is the tunnel's
+// an HTTP/2 CONNECT stream of the HTTPS proxy, through a bare relay
+// (io.Copy both ways, no HTTP) and through HAProxy in mode tcp (without and
+// with splice), the anchors of what any user-space relay achieves here. The figure is the tunnel's
 // MB/s over the direct connection's, from one alternating run
 // (integration/bench/forwardproxy.sh prints it).
 func BenchmarkTunnelThroughput(b *testing.B) {
@@ -143,6 +144,37 @@ func BenchmarkTunnelThroughput(b *testing.B) {
 			conn.Close()
 		}
 	})
+	// the anchor of what a mature user-space relay achieves here: HAProxy
+	// in mode tcp, with its default buffers (recv/send through 16 KiB) and
+	// with splice(2) (option splice-auto)
+	haproxy := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(b))
+	haproxySplice := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(b))
+	harness.StartHAProxy(b, haproxySplice, fmt.Sprintf(`frontend copy
+  mode tcp
+  bind %s
+  default_backend source
+frontend splice
+  mode tcp
+  option splice-auto
+  bind %s
+  default_backend source
+backend source
+  mode tcp
+  server source %s
+`, haproxy, haproxySplice, target))
+	for _, hp := range []struct{ name, addr string }{{"haproxy_tcp", haproxy}, {"haproxy_splice", haproxySplice}} {
+		b.Run(hp.name, func(b *testing.B) {
+			b.SetBytes(size)
+			for b.Loop() {
+				conn, err := net.Dial("tcp", hp.addr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				drain(b, conn)
+				conn.Close()
+			}
+		})
+	}
 	b.Run("connect_h1", func(b *testing.B) {
 		b.SetBytes(size)
 		for b.Loop() {

@@ -279,3 +279,32 @@ func TestStickTunnelReleasedOnAbort(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectWithEarlyData sends the CONNECT request and the first tunnel
+// bytes in one write (a client that does not wait for the 200, as with an
+// optimistic TLS ClientHello): the bytes the server had already buffered
+// reach the destination first, the rest follows, and the stick table
+// counts both.
+func TestConnectWithEarlyData(t *testing.T) {
+	e := newEnv(t)
+	c := e.start(byteQuotaConfig)
+	target := fmt.Sprintf("allowed.test:%d", e.echo.port())
+	early := strings.Repeat("e", 1000)
+	resp, conn, br := rawExchange(t, e.plain, "CONNECT "+target+" HTTP/1.1\r\nHost: x\r\nProxy-Authorization: "+basic("alice", password)+"\r\n\r\n"+early)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT: %s", resp.Status)
+	}
+	late := strings.Repeat("l", 2000)
+	if _, err := io.WriteString(conn, late); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(early)+len(late))
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != early+late {
+		t.Fatalf("echo through the tunnel: %v (%d bytes, in order: %v)", err, len(got), string(got) == early+late)
+	}
+	conn.Close()
+	v := waitEntry(t, c, "alice", "req_cur 0", func(v map[string]uint64) bool { return v["req_cur"] == 0 })
+	if n := uint64(len(early) + len(late)); v["bytes_in_cnt"] != n || v["bytes_out_cnt"] != n {
+		t.Errorf("alice's entry %v, want %d bytes each way", v, n)
+	}
+}

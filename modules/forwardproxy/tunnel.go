@@ -1,7 +1,6 @@
 package forwardproxy
 
 import (
-	"bufio"
 	"errors"
 	"net"
 	"net/http"
@@ -38,13 +37,23 @@ func (fp *ForwardProxy) tunnel(w http.ResponseWriter, r *http.Request, d egress.
 		if _, err := conn.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
 			return nil
 		}
-		var clientR net.Conn = conn
-		if brw.Reader.Buffered() > 0 {
-			// bytes the client sent right after the request (e.g. a TLS
-			// ClientHello) are already in the server's buffer
-			clientR = &bufferedConn{Conn: conn, r: brw.Reader}
+		// bytes the client sent right after the request (e.g. a TLS
+		// ClientHello) are already in the server's buffer: they go first,
+		// and the relay then reads the connection itself (which it can
+		// splice; a reader wrapping the buffer could not be)
+		var early int64
+		if n := brw.Reader.Buffered(); n > 0 {
+			buffered, _ := brw.Reader.Peek(n)
+			if _, err := upstream.Write(buffered); err != nil {
+				return nil
+			}
+			early = int64(n)
 		}
-		if bc, ok := caddyhttp.GetVar(r.Context(), byteCounterVar).(byteCounter); ok {
+		bc, counted := caddyhttp.GetVar(r.Context(), byteCounterVar).(byteCounter)
+		if counted {
+			if early > 0 {
+				bc.CountBytes(uint64(early), 0)
+			}
 			opts.OnBytes = func(up bool, n int64) {
 				if up {
 					bc.CountBytes(uint64(n), 0)
@@ -53,8 +62,8 @@ func (fp *ForwardProxy) tunnel(w http.ResponseWriter, r *http.Request, d egress.
 				}
 			}
 		}
-		res := passthrough.Relay(clientR, conn, upstream, opts)
-		ex.up, ex.down = res.Up, res.Down
+		res := passthrough.Relay(conn, conn, upstream, opts)
+		ex.up, ex.down = early+res.Up, res.Down
 		return nil
 	}
 
@@ -80,15 +89,6 @@ const byteCounterVar = "rampart.count_bytes"
 type byteCounter interface {
 	CountBytes(in, out uint64)
 }
-
-// bufferedConn reads what the HTTP server had buffered before the
-// connection itself.
-type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // streamConn presents an HTTP/2 CONNECT stream (request body up, response
 // body down) as a net.Conn for the relay. A stream cannot be half-closed
