@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -183,6 +184,39 @@ backend source
 			conn.Close()
 		}
 	})
+	// the same tunnel in a Caddy process of its own (the binary given in
+	// RAMPART_BENCH_CADDY, built from cmd/caddy), as HAProxy runs: the
+	// in-process tunnel shares this process's scheduler with the client
+	// and the origin
+	if bin := os.Getenv("RAMPART_BENCH_CADDY"); bin != "" {
+		proxy := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(b))
+		config := filepath.Join(b.TempDir(), "Caddyfile")
+		if err := os.WriteFile(config, fmt.Appendf(nil, `{
+	admin off
+	auto_https off
+}
+:%s {
+	bind 127.0.0.1
+	forward_proxy {
+		allow_source 127.0.0.1/32
+		allow_destination %s/32
+		connect_ports %d
+	}
+}
+`, portOf(proxy), allowedIP, be.source.port()), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		harness.Start(b, proxy, bin, "run", "--adapter", "caddyfile", "--config", config)
+		process := &benchEnv{proxy: proxy}
+		b.Run("connect_h1_process", func(b *testing.B) {
+			b.SetBytes(size)
+			for b.Loop() {
+				conn, br := process.connectH1(b, target)
+				drain(b, br)
+				conn.Close()
+			}
+		})
+	}
 	b.Run("connect_h2", func(b *testing.B) {
 		b.SetBytes(size)
 		for b.Loop() {
