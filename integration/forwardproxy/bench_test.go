@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -103,8 +104,9 @@ func (be *benchEnv) connectH1(b *testing.B, target string) (net.Conn, *bufio.Rea
 
 // BenchmarkTunnelThroughput downloads benchSize bytes (1 GiB) from a
 // loopback origin directly, through an HTTP/1.1 CONNECT tunnel and through
-// an HTTP/2 CONNECT stream of the HTTPS proxy, and through a bare relay
-// (io.Copy both ways, no HTTP: the floor of any user-space proxy). The figure is the tunnel's
+// an HTTP/2 CONNECT stream of the HTTPS proxy, through a bare relay
+// (io.Copy both ways, no HTTP) and through HAProxy in mode tcp (without and
+// with splice), the anchors of what any user-space relay achieves here. The figure is the tunnel's
 // MB/s over the direct connection's, from one alternating run
 // (integration/bench/forwardproxy.sh prints it).
 func BenchmarkTunnelThroughput(b *testing.B) {
@@ -143,6 +145,37 @@ func BenchmarkTunnelThroughput(b *testing.B) {
 			conn.Close()
 		}
 	})
+	// the anchor of what a mature user-space relay achieves here: HAProxy
+	// in mode tcp, with its default buffers (recv/send through 16 KiB) and
+	// with splice(2) (option splice-auto)
+	haproxy := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(b))
+	haproxySplice := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(b))
+	harness.StartHAProxy(b, haproxySplice, fmt.Sprintf(`frontend copy
+  mode tcp
+  bind %s
+  default_backend source
+frontend splice
+  mode tcp
+  option splice-auto
+  bind %s
+  default_backend source
+backend source
+  mode tcp
+  server source %s
+`, haproxy, haproxySplice, target))
+	for _, hp := range []struct{ name, addr string }{{"haproxy_tcp", haproxy}, {"haproxy_splice", haproxySplice}} {
+		b.Run(hp.name, func(b *testing.B) {
+			b.SetBytes(size)
+			for b.Loop() {
+				conn, err := net.Dial("tcp", hp.addr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				drain(b, conn)
+				conn.Close()
+			}
+		})
+	}
 	b.Run("connect_h1", func(b *testing.B) {
 		b.SetBytes(size)
 		for b.Loop() {
@@ -151,6 +184,39 @@ func BenchmarkTunnelThroughput(b *testing.B) {
 			conn.Close()
 		}
 	})
+	// the same tunnel in a Caddy process of its own (the binary given in
+	// RAMPART_BENCH_CADDY, built from cmd/caddy), as HAProxy runs: the
+	// in-process tunnel shares this process's scheduler with the client
+	// and the origin
+	if bin := os.Getenv("RAMPART_BENCH_CADDY"); bin != "" {
+		proxy := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(b))
+		config := filepath.Join(b.TempDir(), "Caddyfile")
+		if err := os.WriteFile(config, fmt.Appendf(nil, `{
+	admin off
+	auto_https off
+}
+:%s {
+	bind 127.0.0.1
+	forward_proxy {
+		allow_source 127.0.0.1/32
+		allow_destination %s/32
+		connect_ports %d
+	}
+}
+`, portOf(proxy), allowedIP, be.source.port()), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		harness.Start(b, proxy, bin, "run", "--adapter", "caddyfile", "--config", config)
+		process := &benchEnv{proxy: proxy}
+		b.Run("connect_h1_process", func(b *testing.B) {
+			b.SetBytes(size)
+			for b.Loop() {
+				conn, br := process.connectH1(b, target)
+				drain(b, br)
+				conn.Close()
+			}
+		})
+	}
 	b.Run("connect_h2", func(b *testing.B) {
 		b.SetBytes(size)
 		for b.Loop() {

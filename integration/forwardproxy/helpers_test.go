@@ -7,6 +7,7 @@ package forwardproxy_test
 import (
 	"bufio"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -423,6 +424,13 @@ func (e *env) connect(target string) net.Conn {
 	}
 	_ = conn.SetDeadline(time.Time{})
 	return conn
+}
+
+// proxyPool trusts the HTTPS proxy's certificate.
+func (e *env) proxyPool() *x509.CertPool {
+	pool := x509.NewCertPool()
+	pool.AddCert(mustParse(e.t, e.proxyCA.TLS.Certificate[0]))
+	return pool
 }
 
 func readBody(t testing.TB, resp *http.Response) string {

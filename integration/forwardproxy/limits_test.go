@@ -1,14 +1,16 @@
 package forwardproxy_test
 
 import (
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rampart-edge/caddy-rampart/integration/harness"
 )
 
 // TestBlockListReload changes the block list file while the proxy runs: a
@@ -85,6 +87,33 @@ func TestIdleTimeout(t *testing.T) {
 	}
 }
 
+// TestIdleTimeoutOneWay keeps a tunnel busy in one direction only: the
+// destination sends a byte every 400 ms for 6 s (twice idle_timeout) and
+// the client never sends; traffic either way keeps the tunnel open, so the
+// client gets every byte and then the destination's end.
+func TestIdleTimeoutOneWay(t *testing.T) {
+	e := newEnv(t)
+	ticker := listen(t, allowedIP)
+	const ticks = 15
+	go harness.ServeEach(ticker, func(c net.Conn) {
+		for range ticks {
+			time.Sleep(400 * time.Millisecond)
+			if _, err := c.Write([]byte{'t'}); err != nil {
+				return
+			}
+		}
+	})
+	e.vars["PORTS"] += fmt.Sprintf(" %d", ticker.port())
+	e.start(baseConfig)
+	conn := e.connect(fmt.Sprintf("%s:%d", allowedIP, ticker.port()))
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	start := time.Now()
+	got, err := io.ReadAll(conn)
+	if err != nil || len(got) != ticks {
+		t.Fatalf("read %d of %d bytes in %s (%v): the tunnel was closed while the destination was sending", len(got), ticks, time.Since(start), err)
+	}
+}
+
 // TestSlowClientHoldsOnlyItsTunnel fills a tunnel whose client never reads
 // (the origin echoes into a full socket) and checks that other tunnels
 // and requests keep working meanwhile.
@@ -101,6 +130,9 @@ func TestSlowClientHoldsOnlyItsTunnel(t *testing.T) {
 		if err != nil {
 			break // the tunnel is full: the slow client's buffers are
 		}
+	}
+	if written >= 64<<20 {
+		t.Fatalf("the tunnel took %d MiB without blocking: nothing is stuck", written>>20)
 	}
 	for i := range 3 {
 		c := e.connect(fmt.Sprintf("allowed.test:%d", e.echo.port()))
@@ -163,9 +195,7 @@ func TestMaxHeaderSize(t *testing.T) {
 func TestHTTP2Refusals(t *testing.T) {
 	e := newEnv(t)
 	e.start(baseConfig)
-	pool := x509.NewCertPool()
-	pool.AddCert(mustParse(t, e.proxyCA.TLS.Certificate[0]))
-	cc := h2Dial(t, e.secure, pool)
+	cc := h2Dial(t, e.secure, e.proxyPool())
 	for target, want := range map[string]int{
 		fmt.Sprintf("127.0.0.1:%d", e.echo.port()):         403,
 		fmt.Sprintf("[::1]:%d", e.echo.port()):             403,
@@ -265,9 +295,7 @@ func TestStickConcurrentTunnels(t *testing.T) {
 	// HTTP/2: the stream's bytes pass through track's counters
 	waitReqCur(t, c, 0)
 	before := entryValues(t, c)
-	pool := x509.NewCertPool()
-	pool.AddCert(mustParse(t, e.proxyCA.TLS.Certificate[0]))
-	cc := h2Dial(t, e.secure, pool)
+	cc := h2Dial(t, e.secure, e.proxyPool())
 	resp, stream := h2Open(t, cc, target, nil)
 	if resp.StatusCode != 200 {
 		t.Fatalf("HTTP/2 tunnel: %s", resp.Status)
@@ -390,9 +418,7 @@ func TestHTTP2OriginCloses(t *testing.T) {
 	go serveSource(source, 4<<20)
 	e.vars["PORTS"] += fmt.Sprintf(" %d", source.port())
 	e.start(baseConfig)
-	pool := x509.NewCertPool()
-	pool.AddCert(mustParse(t, e.proxyCA.TLS.Certificate[0]))
-	cc := h2Dial(t, e.secure, pool)
+	cc := h2Dial(t, e.secure, e.proxyPool())
 	resp, stream := h2Open(t, cc, fmt.Sprintf("%s:%d", allowedIP, source.port()), nil)
 	if resp.StatusCode != 200 {
 		t.Fatal(resp.Status)

@@ -232,11 +232,9 @@ func TestAccessLog(t *testing.T) {
 func TestHTTPSProxyHTTP2(t *testing.T) {
 	e := newEnv(t)
 	e.start(baseConfig)
-	proxyPool := x509.NewCertPool()
-	proxyPool.AddCert(mustParse(t, e.proxyCA.TLS.Certificate[0]))
 	originPool := x509.NewCertPool()
 	originPool.AddCert(mustParse(t, e.originCA.TLS.Certificate[0]))
-	body := h2Connect(t, e.secure, proxyPool, fmt.Sprintf("allowed.test:%d", e.tlsOrig.port()), originPool)
+	body := h2Connect(t, e.secure, e.proxyPool(), fmt.Sprintf("allowed.test:%d", e.tlsOrig.port()), originPool)
 	if !strings.Contains(body, "uri /h2") {
 		t.Fatalf("origin answered %q", body)
 	}

@@ -1,13 +1,14 @@
 package forwardproxy
 
 import (
-	"bufio"
 	"errors"
 	"net"
 	"net/http"
 	"os"
 	"sync/atomic"
 	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	passthrough "github.com/rampart-edge/caddy-rampart/modules/passthrough/engine"
 
@@ -36,14 +37,33 @@ func (fp *ForwardProxy) tunnel(w http.ResponseWriter, r *http.Request, d egress.
 		if _, err := conn.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
 			return nil
 		}
-		var clientR net.Conn = conn
-		if brw.Reader.Buffered() > 0 {
-			// bytes the client sent right after the request (e.g. a TLS
-			// ClientHello) are already in the server's buffer
-			clientR = &bufferedConn{Conn: conn, r: brw.Reader}
+		// bytes the client sent right after the request (e.g. a TLS
+		// ClientHello) are already in the server's buffer: they go first,
+		// and the relay then reads the connection itself (which it can
+		// splice; a reader wrapping the buffer could not be)
+		var early int64
+		if n := brw.Reader.Buffered(); n > 0 {
+			buffered, _ := brw.Reader.Peek(n)
+			if _, err := upstream.Write(buffered); err != nil {
+				return nil
+			}
+			early = int64(n)
 		}
-		res := passthrough.Relay(clientR, conn, upstream, opts)
-		ex.up, ex.down = res.Up, res.Down
+		bc, counted := caddyhttp.GetVar(r.Context(), byteCounterVar).(byteCounter)
+		if counted {
+			if early > 0 {
+				bc.CountBytes(uint64(early), 0)
+			}
+			opts.OnBytes = func(up bool, n int64) {
+				if up {
+					bc.CountBytes(uint64(n), 0)
+				} else {
+					bc.CountBytes(0, uint64(n))
+				}
+			}
+		}
+		res := passthrough.Relay(conn, conn, upstream, opts)
+		ex.up, ex.down = early+res.Up, res.Down
 		return nil
 	}
 
@@ -57,14 +77,18 @@ func (fp *ForwardProxy) tunnel(w http.ResponseWriter, r *http.Request, d egress.
 	return nil
 }
 
-// bufferedConn reads what the HTTP server had buffered before the
-// connection itself.
-type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
+// byteCounterVar is the request variable in which the stick module's track
+// handler leaves its byte counter (modules/stick, bytesVar): an HTTP/1.1
+// tunnel takes over the connection, so its bytes pass neither the request
+// body nor the ResponseWriter that track counts. (HTTP/2 tunnels and
+// forwarded requests do pass them, and do not use the counter.)
+const byteCounterVar = "rampart.count_bytes"
 
-func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+// byteCounter adds bytes received from (in) and sent to (out) the client
+// to the entries tracked for the request.
+type byteCounter interface {
+	CountBytes(in, out uint64)
+}
 
 // streamConn presents an HTTP/2 CONNECT stream (request body up, response
 // body down) as a net.Conn for the relay. A stream cannot be half-closed

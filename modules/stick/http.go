@@ -24,6 +24,14 @@ func init() {
 // stateVar is the request variable holding what track did in this request.
 const stateVar = "rampart.stick"
 
+// bytesVar is the request variable holding the request's *reqState for
+// handlers that move the request's bytes outside its body and
+// ResponseWriter (forward_proxy's HTTP/1.1 CONNECT tunnel, which takes over
+// the connection): they call its CountBytes(in, out uint64). forward_proxy
+// knows the variable by this name and the method by its signature (glue
+// packages do not import each other).
+const bytesVar = "rampart.count_bytes"
+
 // reqState is the per-request tracking state shared by every track handler,
 // the stick matcher, the stick_* actions, the lb policy and the
 // placeholders of one request.
@@ -135,6 +143,7 @@ func (h *Track) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 			r.Body = st.body
 		}
 		caddyhttp.SetVar(r.Context(), stateVar, st)
+		caddyhttp.SetVar(r.Context(), bytesVar, st)
 		if repl != nil {
 			repl.Map(st.placeholder)
 		}
@@ -180,6 +189,18 @@ func (s *reqState) endEvents(err error) table.Events {
 		ev.In = s.body.n
 	}
 	return ev
+}
+
+// CountBytes adds bytes received from (in) and sent to (out) the client
+// outside the request body and the ResponseWriter to every entry tracked in
+// the request, at once, so that a long tunnel counts while it is open. It
+// may be called from several goroutines while the request runs (the
+// tracked entries no longer change then).
+func (s *reqState) CountBytes(in, out uint64) {
+	for i := range s.tracked {
+		tr := &s.tracked[i]
+		tr.tbl.Update(tr.ref, table.Events{In: in, Out: out})
+	}
 }
 
 // placeholder resolves {http.stick.<table>.<data>} for the tables tracked in
