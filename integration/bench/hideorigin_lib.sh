@@ -124,6 +124,33 @@ cpu_ratio() {
 	printf '%.1f %.1f %.3f\n' "$usa" "$usb" "$(echo "$usa / $usb" | bc -l)"
 }
 
+# cpu_pair ROUNDS PID_A URL_A PID_B URL_B [wrk args...]: each round runs
+# one wrk against A and one against B at the same time (both proxies on the
+# proxy core, both wrk on the load core, the starting order alternating), so
+# that the other load on the machine hits both sides alike; prints
+# "us_a us_b ratio" as cpu_ratio does.
+cpu_pair() {
+	local rounds=$1 pa=$2 ua=$3 pb=$4 ub=$5 i na=0 nb=0 sa=0 sb=0 a0 b0 wa wb
+	shift 5
+	for i in $(seq "$rounds"); do
+		a0=$(ticks "$pa"); b0=$(ticks "$pb")
+		if ((i % 2)); then
+			taskset -c "$LOAD_CORE" wrk -t1 -c"${CONNS:-16}" -d"${DURATION:-3s}" "$@" "$ua" >"$BENCH_DIR/wrk.a" & wa=$!
+			taskset -c "$LOAD_CORE" wrk -t1 -c"${CONNS:-16}" -d"${DURATION:-3s}" "$@" "$ub" >"$BENCH_DIR/wrk.b" & wb=$!
+		else
+			taskset -c "$LOAD_CORE" wrk -t1 -c"${CONNS:-16}" -d"${DURATION:-3s}" "$@" "$ub" >"$BENCH_DIR/wrk.b" & wb=$!
+			taskset -c "$LOAD_CORE" wrk -t1 -c"${CONNS:-16}" -d"${DURATION:-3s}" "$@" "$ua" >"$BENCH_DIR/wrk.a" & wa=$!
+		fi
+		wait "$wa" "$wb"
+		sa=$((sa + $(ticks "$pa") - a0)); sb=$((sb + $(ticks "$pb") - b0))
+		if grep -q "Non-2xx" "$BENCH_DIR/wrk.a" "$BENCH_DIR/wrk.b"; then echo "non-2xx answers from $ua or $ub" >&2; exit 1; fi
+		na=$((na + $(awk '/requests in/{print $1}' "$BENCH_DIR/wrk.a"))); nb=$((nb + $(awk '/requests in/{print $1}' "$BENCH_DIR/wrk.b")))
+	done
+	local usa usb
+	usa=$(echo "$sa * 1000000 / $CLK / $na" | bc -l); usb=$(echo "$sb * 1000000 / $CLK / $nb" | bc -l)
+	printf '%.1f %.1f %.3f\n' "$usa" "$usb" "$(echo "$usa / $usb" | bc -l)"
+}
+
 # check_body URL WANT_SUBSTRING REJECT_SUBSTRING [curl args]: the proxy
 # really rewrites (or really passes) before it is measured.
 check_body() {

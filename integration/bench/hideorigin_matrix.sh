@@ -14,6 +14,7 @@
 #
 #   integration/bench/hideorigin_matrix.sh          # 4 rounds of 3 s per side and cell
 #   ROUNDS=6 DURATION=4s integration/bench/hideorigin_matrix.sh
+#   MODE=pair integration/bench/hideorigin_matrix.sh   # both sides at once (cpu_pair)
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/hideorigin_lib.sh"
 ROUNDS=${ROUNDS:-4}
@@ -54,7 +55,13 @@ check_body "http://127.0.0.1:$HIDDEN/64k-20.html.gz" "http://127.0.0.1:$HIDDEN/p
 check_body "http://127.0.0.1:$HIDDEN/1m-20.html.zst" "" "127.0.0.1:$ORIGIN" -H "Accept-Encoding: zstd"
 
 P=${PROXY_PID[plain]}; H=${PROXY_PID[hidden]}
-echo "proxies on core $PROXY_CORE (GOMAXPROCS=1), wrk and nginx on core $LOAD_CORE; $ROUNDS rounds of ${DURATION:-3s} per side; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+MODE=${MODE:-alternate}
+case $MODE in
+alternate) measure=cpu_ratio ;;
+pair) measure=cpu_pair ;;
+*) echo "MODE is alternate or pair" >&2; exit 2 ;;
+esac
+echo "proxies on core $PROXY_CORE (GOMAXPROCS=1), wrk and nginx on core $LOAD_CORE; $MODE, $ROUNDS rounds of ${DURATION:-3s} per side; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '| body | coding | origin URLs | plain µs/req | hide_origin µs/req | plain/hide_origin |\n|---|---|---|---|---|---|\n'
 for size in 1k 64k 1m; do
 	for coding in identity gzip zstd; do
@@ -64,7 +71,7 @@ for size in 1k 64k 1m; do
 			gzip) file+=.gz; hdr=(-H "Accept-Encoding: gzip") ;;
 			zstd) file+=.zst; hdr=(-H "Accept-Encoding: zstd") ;;
 			esac
-			read -r a b r < <(cpu_ratio "$ROUNDS" "$P" "http://127.0.0.1:$PLAIN/$file" "$H" "http://127.0.0.1:$HIDDEN/$file" "${hdr[@]}")
+			read -r a b r < <($measure "$ROUNDS" "$P" "http://127.0.0.1:$PLAIN/$file" "$H" "http://127.0.0.1:$HIDDEN/$file" "${hdr[@]}")
 			printf '| %s | %s | %s | %s | %s | %s |\n' "$size" "$coding" "$matches" "$a" "$b" "$r"
 		done
 	done
@@ -73,7 +80,8 @@ echo
 echo "gzip re-encoding against Caddy's encode (20 URLs): CPU µs per request"
 printf '| body | plain reverse_proxy of the gzip file | encode gzip (identity origin) | hide_origin re-encoding gzip |\n|---|---|---|---|\n'
 for size in 64k 1m; do
+	# one process serves both sides here: alternate runs whatever MODE says
 	read -r a e _ < <(cpu_ratio "$ROUNDS" "$P" "http://127.0.0.1:$PLAIN/$size-20.html.gz" "$P" "http://127.0.0.2:$PLAIN/$size-20.html" -H "Accept-Encoding: gzip")
-	read -r _ h _ < <(cpu_ratio "$ROUNDS" "$P" "http://127.0.0.1:$PLAIN/$size-20.html.gz" "$H" "http://127.0.0.1:$HIDDEN/$size-20.html.gz" -H "Accept-Encoding: gzip")
+	read -r _ h _ < <($measure "$ROUNDS" "$P" "http://127.0.0.1:$PLAIN/$size-20.html.gz" "$H" "http://127.0.0.1:$HIDDEN/$size-20.html.gz" -H "Accept-Encoding: gzip")
 	printf '| %s | %s | %s | %s |\n' "$size" "$a" "$e" "$h"
 done

@@ -17,8 +17,13 @@ need() {
 }
 
 # build_caddy: builds cmd/caddy (Caddy, the standard modules, caddy-l4 and
-# Rampart) once into $CADDY.
+# Rampart) once into $CADDY; CADDY_BIN=FILE runs that binary instead (to
+# measure another build of the same scripts).
 build_caddy() {
+	if [ -n "${CADDY_BIN:-}" ]; then
+		CADDY=$CADDY_BIN
+		return
+	fi
 	CADDY=${CADDY:-/tmp/rampart-caddy}
 	(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && go build -o "$CADDY" ./cmd/caddy)
 }

@@ -109,6 +109,13 @@ var (
 		}
 		return zr
 	}}
+	// gzipReaders and flateReaders keep decompressors: a new one
+	// allocates its ~40 KB window and tables.
+	gzipReaders  = sync.Pool{New: func() any { return new(gzip.Reader) }}
+	flateReaders = sync.Pool{New: func() any { return flate.NewReader(bytes.NewReader(nil)) }}
+	// decodedBuffers hold a small compressed body's decoded bytes, so that
+	// it is decoded once whether or not it names an identity.
+	decodedBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 	// outBuffers gather the decoder goroutine's output, so that the caller
 	// is asked to write whole chunks rather than each few hundred bytes
 	// a compressor emits.
@@ -143,8 +150,12 @@ func newEncoder(coding string, dst io.Writer) (flushWriteCloser, func()) {
 func newDecoder(coding string, src io.Reader) (io.Reader, func(), error) {
 	switch coding {
 	case "gzip", "x-gzip":
-		zr, err := gzip.NewReader(src)
-		return zr, func() {}, err
+		zr := gzipReaders.Get().(*gzip.Reader)
+		if err := zr.Reset(src); err != nil {
+			gzipReaders.Put(zr)
+			return nil, nil, err
+		}
+		return zr, func() { gzipReaders.Put(zr) }, nil
 	case "zstd":
 		zr := zstdReaders.Get().(*zstd.Decoder)
 		if err := zr.Reset(src); err != nil {
@@ -153,7 +164,12 @@ func newDecoder(coding string, src io.Reader) (io.Reader, func(), error) {
 		}
 		return zr, func() { _ = zr.Reset(nil); zstdReaders.Put(zr) }, nil
 	}
-	return flate.NewReader(src), func() {}, nil
+	fr := flateReaders.Get().(io.ReadCloser)
+	if err := fr.(flate.Resetter).Reset(src, nil); err != nil {
+		flateReaders.Put(fr)
+		return nil, nil, err
+	}
+	return fr, func() { flateReaders.Put(fr) }, nil
 }
 
 // BodyRewriter is a WriteCloser that takes a (possibly compressed) body and
@@ -494,15 +510,63 @@ func RewriteWhole(out io.Writer, body []byte, encoding string, m *Matcher, p *Pu
 	if !CanDecode(coding) {
 		return 0, fmt.Errorf("%w: %q", ErrUndecodable, encoding)
 	}
-	// a first pass only looks: most bodies name no identity and go out as
-	// the origin compressed them
-	n, err := rewriteDecoded(io.Discard, body, coding, m, p, nil)
-	if err != nil || n == 0 {
+	// decoded once into a pooled buffer and looked at: most bodies name no
+	// identity and go out as the origin compressed them
+	plain := decodedBuffers.Get().(*bytes.Buffer)
+	defer func() {
+		if plain.Cap() <= maxDecodedWhole+bytes.MinRead {
+			plain.Reset()
+			decodedBuffers.Put(plain)
+		}
+	}()
+	if err := decodeAtMost(plain, body, coding); err != nil {
 		return 0, err
+	}
+	if plain.Len() > maxDecodedWhole {
+		// too large to hold decoded: a first streamed pass only looks,
+		// a second rewrites
+		plain.Reset()
+		n, err := rewriteDecoded(io.Discard, body, coding, m, p, nil)
+		if err != nil || n == 0 {
+			return 0, err
+		}
+		enc, release := newEncoder(coding, out)
+		defer release()
+		return rewriteDecoded(enc, body, coding, m, p, enc)
+	}
+	decoded := plain.Bytes()
+	if _, found := m.Next(decoded, 0, len(decoded), 0); !found {
+		return 0, nil
 	}
 	enc, release := newEncoder(coding, out)
 	defer release()
-	return rewriteDecoded(enc, body, coding, m, p, enc)
+	s := NewStream(enc, m, p)
+	s.Write(decoded)
+	if err := s.Close(); err != nil {
+		return 0, err
+	}
+	if err := enc.Close(); err != nil {
+		return 0, err
+	}
+	return s.Matches(), nil
+}
+
+// maxDecodedWhole is how much of a small compressed body RewriteWhole
+// holds decoded; a body that inflates beyond it is decoded twice, streamed.
+const maxDecodedWhole = 1 << 20
+
+// decodeAtMost decodes body into buf, stopping after maxDecodedWhole+1
+// bytes.
+func decodeAtMost(buf *bytes.Buffer, body []byte, coding string) error {
+	dec, put, err := newDecoder(coding, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("decoding the origin's body: %w", err)
+	}
+	defer put()
+	if _, err := buf.ReadFrom(io.LimitReader(readerOnly{dec}, maxDecodedWhole+1)); err != nil {
+		return fmt.Errorf("decoding the origin's body: %w", err)
+	}
+	return nil
 }
 
 // rewriteDecoded decodes body, rewrites it into w and closes enc (when

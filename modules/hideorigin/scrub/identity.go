@@ -428,7 +428,9 @@ func (m *Matcher) matchAt(buf []byte, i, lo int) (Match, bool) {
 			return mt, true
 		}
 	}
-	if m.hasV4 && (c == '/' || c == '%') {
+	// "</p>" and "100%" are common: only "//" and "%2" can start the
+	// separators slashesEnd looks for
+	if m.hasV4 && i+1 < len(buf) && (c == '/' && buf[i+1] == '/' || c == '%' && buf[i+1] == '2') {
 		if j := slashesEnd(buf, i); j > 0 && j < len(buf) && '0' <= buf[j] && buf[j] <= '9' {
 			if mt, ok := m.literalIPv4(buf, j, lo); ok {
 				return mt, true
