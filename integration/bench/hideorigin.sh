@@ -73,12 +73,7 @@ check_body "http://127.0.0.1:$PLAIN/page64k.html" "http://127.0.0.1:$ORIGIN/page
 check_body "http://127.0.0.1:$RAMPART/page64k.html" "http://127.0.0.1:$RAMPART/page" "127.0.0.1:$ORIGIN"
 
 P=${PROXY_PID[plain]}; P2=${PROXY_PID[plain2]}; R=${PROXY_PID[rampart]}
-MODE=${MODE:-alternate}
-case $MODE in
-alternate) measure=cpu_ratio ;;
-pair) measure=cpu_pair ;;
-*) echo "MODE is alternate or pair" >&2; exit 2 ;;
-esac
+pick_measure
 echo "proxies on core $PROXY_CORE (GOMAXPROCS=1), wrk and nginx on core $LOAD_CORE; $MODE, $ROUNDS rounds of ${DURATION:-3s} per side; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 report() { read -r a b r; printf '%-58s plain %7s us  rampart %7s us  plain/rampart %s  (load %s)\n' "$1" "$a" "$b" "$r" "$(cut -d' ' -f1 /proc/loadavg)"; }
 $measure "$ROUNDS" "$P" "http://127.0.0.1:$PLAIN/page2k.html" "$P2" "http://127.0.0.1:$PLAIN2/page2k.html" | report "control: 2 KB page, plain against plain"

@@ -151,6 +151,17 @@ cpu_pair() {
 	printf '%.1f %.1f %.3f\n' "$usa" "$usb" "$(echo "$usa / $usb" | bc -l)"
 }
 
+# pick_measure: sets measure to the function MODE names (alternate:
+# cpu_ratio, the default; pair: cpu_pair) and MODE to its default.
+pick_measure() {
+	MODE=${MODE:-alternate}
+	case $MODE in
+	alternate) measure=cpu_ratio ;;
+	pair) measure=cpu_pair ;;
+	*) echo "MODE is alternate or pair" >&2; exit 2 ;;
+	esac
+}
+
 # check_body URL WANT_SUBSTRING REJECT_SUBSTRING [curl args]: the proxy
 # really rewrites (or really passes) before it is measured.
 check_body() {

@@ -55,12 +55,7 @@ check_body "http://127.0.0.1:$HIDDEN/64k-20.html.gz" "http://127.0.0.1:$HIDDEN/p
 check_body "http://127.0.0.1:$HIDDEN/1m-20.html.zst" "" "127.0.0.1:$ORIGIN" -H "Accept-Encoding: zstd"
 
 P=${PROXY_PID[plain]}; H=${PROXY_PID[hidden]}
-MODE=${MODE:-alternate}
-case $MODE in
-alternate) measure=cpu_ratio ;;
-pair) measure=cpu_pair ;;
-*) echo "MODE is alternate or pair" >&2; exit 2 ;;
-esac
+pick_measure
 echo "proxies on core $PROXY_CORE (GOMAXPROCS=1), wrk and nginx on core $LOAD_CORE; $MODE, $ROUNDS rounds of ${DURATION:-3s} per side; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '| body | coding | origin URLs | plain µs/req | hide_origin µs/req | plain/hide_origin |\n|---|---|---|---|---|---|\n'
 for size in 1k 64k 1m; do

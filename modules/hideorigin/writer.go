@@ -21,14 +21,34 @@ import (
 const sniffLen = 512
 
 // wholeBuffers hold small Content-Length bodies (and the first bytes of
-// untyped ones) until they end; rewrittenBuffers their rewrite.
+// untyped ones) until they end, in two sizes: pageBody for the common page
+// (a garbage collection empties the pools, and refilling them with
+// smallBody buffers cost a 2 KB page 64 KiB of zeroed memory each time),
+// smallBody for the others; rewrittenBuffers hold their rewrite.
 var (
-	wholeBuffers = sync.Pool{New: func() any {
-		b := make([]byte, 0, smallBody)
-		return &b
-	}}
+	wholeBuffers = [2]sync.Pool{
+		{New: func() any {
+			b := make([]byte, 0, pageBody)
+			return &b
+		}},
+		{New: func() any {
+			b := make([]byte, 0, smallBody)
+			return &b
+		}},
+	}
 	rewrittenBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 )
+
+// pageBody is the size of the smaller whole-body buffers.
+const pageBody = 8 << 10
+
+// getWhole returns a pooled buffer with room for n bytes.
+func getWhole(n int64) *[]byte {
+	if n <= pageBody {
+		return wholeBuffers[0].Get().(*[]byte)
+	}
+	return wholeBuffers[1].Get().(*[]byte)
+}
 
 // scrubWriter wraps the response writer: headers are scrubbed when they are
 // written (so Caddy's own Via, added by reverse_proxy to the response
@@ -117,7 +137,7 @@ func (sw *scrubWriter) WriteHeader(status int) {
 		// untyped: the first bytes tell (an untyped compressed body is
 		// rewritten as text)
 		sw.sniffing = true
-		sw.whole = wholeBuffers.Get().(*[]byte)
+		sw.whole = getWhole(sniffLen)
 		return
 	}
 	sw.startRewrite(hasBody, nil)
@@ -145,7 +165,7 @@ func (sw *scrubWriter) startRewrite(hasBody bool, held *[]byte) {
 	if cl, err := strconv.ParseInt(hdr.Get("Content-Length"), 10, 64); err == nil && cl <= smallBody {
 		sw.whole = held
 		if sw.whole == nil {
-			sw.whole = wholeBuffers.Get().(*[]byte)
+			sw.whole = getWhole(cl)
 		}
 		return // header written in finish, with the new length
 	}
@@ -176,9 +196,15 @@ func (sw *scrubWriter) endSniff() {
 	putWhole(held)
 }
 
+// putWhole gives a whole-body buffer back to the pool of its size (a
+// sniffed buffer may have grown into the larger one).
 func putWhole(b *[]byte) {
 	*b = (*b)[:0]
-	wholeBuffers.Put(b)
+	if cap(*b) <= pageBody {
+		wholeBuffers[0].Put(b)
+		return
+	}
+	wholeBuffers[1].Put(b)
 }
 
 // Write passes body bytes through the rewriter.

@@ -141,3 +141,28 @@ func BenchmarkRewriteWholeGzip(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRewriteWholeAfterGC is a small compressed page with matches
+// right after a garbage collection (which empties sync.Pools): B/op shows
+// whether the coders had to be built again.
+func BenchmarkRewriteWholeAfterGC(b *testing.B) {
+	m, p := testMatcher(b)
+	body := benchBody(16 << 10)
+	for _, coding := range []string{"gzip", "zstd"} {
+		b.Run(coding, func(b *testing.B) {
+			in := compress(&testing.T{}, coding, body)
+			var out bytes.Buffer
+			b.ReportAllocs()
+			for b.Loop() {
+				b.StopTimer()
+				runtime.GC()
+				runtime.GC()
+				out.Reset()
+				b.StartTimer()
+				if _, err := RewriteWhole(&out, in, coding, m, p); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
