@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +40,11 @@ const byteQuotaConfig = `{
 	default_bind 127.0.0.1 ::1
 	servers {
 		protocols h1 h2
+	}
+	log refusals {
+		output file ${REFUSALS}
+		format json
+		include http.handlers.forward_proxy
 	}
 	stick_table per_user {
 		type string
@@ -225,6 +231,18 @@ func TestStickTunnelBytesWhileOpen(t *testing.T) {
 	}
 	if got := waitAccepts(e.echo, accepts+1); got != accepts+1 {
 		t.Errorf("the origin saw %d new connections, want 1 (bob's)", got-accepts)
+	}
+	// the refusal is logged for the operator, as the policy's are
+	data, _ := os.ReadFile(e.vars["REFUSALS"])
+	var logged map[string]any
+	for line := range strings.SplitSeq(strings.TrimSpace(string(data)), "\n") {
+		if json.Unmarshal([]byte(line), &logged) == nil && logged["msg"] == "forward proxy request refused" {
+			break
+		}
+		logged = nil
+	}
+	if logged == nil || logged["user"] != "alice" || logged["decision"] != "limits" || logged["destination_host"] != "allowed.test" {
+		t.Errorf("refusal log %v\n%s", logged, data)
 	}
 	conn.Close()
 	waitEntry(t, c, "alice", "req_cur 0 and the bytes kept", func(v map[string]uint64) bool {
