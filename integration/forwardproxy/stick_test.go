@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -35,17 +34,7 @@ func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 // byteQuotaConfig keys a stick table on the proxy user inside limits:
 // at most two open tunnels per user, and no new request once the user
 // received more than 1 MB.
-const byteQuotaConfig = `{
-	auto_https off
-	default_bind 127.0.0.1 ::1
-	servers {
-		protocols h1 h2
-	}
-	log refusals {
-		output file ${REFUSALS}
-		format json
-		include http.handlers.forward_proxy
-	}
+const byteQuotaConfig = `{` + globalOptions + `
 	stick_table per_user {
 		type string
 		size 1k
@@ -233,14 +222,7 @@ func TestStickTunnelBytesWhileOpen(t *testing.T) {
 		t.Errorf("the origin saw %d new connections, want 1 (bob's)", got-accepts)
 	}
 	// the refusal is logged for the operator, as the policy's are
-	data, _ := os.ReadFile(e.vars["REFUSALS"])
-	var logged map[string]any
-	for line := range strings.SplitSeq(strings.TrimSpace(string(data)), "\n") {
-		if json.Unmarshal([]byte(line), &logged) == nil && logged["msg"] == "forward proxy request refused" {
-			break
-		}
-		logged = nil
-	}
+	logged, data := e.firstRefusal()
 	if logged == nil || logged["user"] != "alice" || logged["decision"] != "limits" || logged["destination_host"] != "allowed.test" {
 		t.Errorf("refusal log %v\n%s", logged, data)
 	}
