@@ -119,32 +119,27 @@ func BenchmarkTunnelThroughput(b *testing.B) {
 			b.Fatalf("read %d of %d bytes: %v", n, size, err)
 		}
 	}
-	b.Run("direct", func(b *testing.B) {
-		b.SetBytes(size)
-		for b.Loop() {
-			conn, err := net.Dial("tcp", target)
-			if err != nil {
-				b.Fatal(err)
+	// download runs a sub-benchmark that downloads from addr with no
+	// proxy protocol (the origin itself, or a TCP relay to it)
+	download := func(name, addr string) {
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(size)
+			for b.Loop() {
+				conn, err := net.Dial("tcp", addr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				drain(b, conn)
+				conn.Close()
 			}
-			drain(b, conn)
-			conn.Close()
-		}
-	})
+		})
+	}
+	download("direct", target)
 	// the floor of any user-space proxy on this machine: a bare relay
 	// (io.Copy both ways, spliced by the kernel) with no HTTP at all
 	bare := listen(b, "127.0.0.1")
 	go serveBareRelay(bare, target)
-	b.Run("bare_relay", func(b *testing.B) {
-		b.SetBytes(size)
-		for b.Loop() {
-			conn, err := net.Dial("tcp", bare.Addr().String())
-			if err != nil {
-				b.Fatal(err)
-			}
-			drain(b, conn)
-			conn.Close()
-		}
-	})
+	download("bare_relay", bare.Addr().String())
 	// the anchor of what a mature user-space relay achieves here: HAProxy
 	// in mode tcp, with its default buffers (recv/send through 16 KiB) and
 	// with splice(2) (option splice-auto)
@@ -163,27 +158,21 @@ backend source
   mode tcp
   server source %s
 `, haproxy, haproxySplice, target))
-	for _, hp := range []struct{ name, addr string }{{"haproxy_tcp", haproxy}, {"haproxy_splice", haproxySplice}} {
-		b.Run(hp.name, func(b *testing.B) {
+	download("haproxy_tcp", haproxy)
+	download("haproxy_splice", haproxySplice)
+	// throughTunnel runs a sub-benchmark that downloads through an
+	// HTTP/1.1 CONNECT tunnel of proxy
+	throughTunnel := func(name string, proxy *benchEnv) {
+		b.Run(name, func(b *testing.B) {
 			b.SetBytes(size)
 			for b.Loop() {
-				conn, err := net.Dial("tcp", hp.addr)
-				if err != nil {
-					b.Fatal(err)
-				}
-				drain(b, conn)
+				conn, br := proxy.connectH1(b, target)
+				drain(b, br)
 				conn.Close()
 			}
 		})
 	}
-	b.Run("connect_h1", func(b *testing.B) {
-		b.SetBytes(size)
-		for b.Loop() {
-			conn, br := be.connectH1(b, target)
-			drain(b, br)
-			conn.Close()
-		}
-	})
+	throughTunnel("connect_h1", be)
 	// the same tunnel in a Caddy process of its own (the binary given in
 	// RAMPART_BENCH_CADDY, built from cmd/caddy), as HAProxy runs: the
 	// in-process tunnel shares this process's scheduler with the client
@@ -207,15 +196,7 @@ backend source
 			b.Fatal(err)
 		}
 		harness.Start(b, proxy, bin, "run", "--adapter", "caddyfile", "--config", config)
-		process := &benchEnv{proxy: proxy}
-		b.Run("connect_h1_process", func(b *testing.B) {
-			b.SetBytes(size)
-			for b.Loop() {
-				conn, br := process.connectH1(b, target)
-				drain(b, br)
-				conn.Close()
-			}
-		})
+		throughTunnel("connect_h1_process", &benchEnv{proxy: proxy})
 	}
 	b.Run("connect_h2", func(b *testing.B) {
 		b.SetBytes(size)

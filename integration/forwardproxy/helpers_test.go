@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -295,12 +296,10 @@ const proxyOptions = `
 		idle_timeout 3s
 		dial_timeout 2s`
 
-// baseConfig has three proxies: plain HTTP with credentials (with a
-// reverse-proxy site and a catch-all site for origin-form requests on the
-// same listener), one that admits only
-// 10.0.0.0/8 by source, and an HTTPS one (HTTP/1.1 and HTTP/2) that
-// admits loopback clients by source or alice by password.
-const baseConfig = `{
+// globalOptions are the global options of the test configs: loopback
+// only, HTTP/1.1 and HTTP/2, and forward_proxy's own log (refusals) in a
+// file of its own.
+const globalOptions = `
 	auto_https off
 	default_bind 127.0.0.1 ::1
 	servers {
@@ -310,7 +309,14 @@ const baseConfig = `{
 		output file ${REFUSALS}
 		format json
 		include http.handlers.forward_proxy
-	}
+	}`
+
+// baseConfig has three proxies: plain HTTP with credentials (with a
+// reverse-proxy site and a catch-all site for origin-form requests on the
+// same listener), one that admits only
+// 10.0.0.0/8 by source, and an HTTPS one (HTTP/1.1 and HTTP/2) that
+// admits loopback clients by source or alice by password.
+const baseConfig = `{` + globalOptions + `
 }
 
 http://site.test:${PLAIN} {
@@ -391,8 +397,9 @@ func rawExchange(t testing.TB, addr, request string) (*http.Response, net.Conn, 
 	}
 	t.Cleanup(func() { conn.Close() })
 	// long enough for Caddy's fake bcrypt comparison (cost 14) for unknown
-	// users under the race detector
-	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
+	// users under the race detector: 24 s measured at load average 10-14
+	// on the 2-core machine, over 60 s at times
+	_ = conn.SetDeadline(time.Now().Add(150 * time.Second))
 	if _, err := io.WriteString(conn, request); err != nil {
 		t.Fatal(err)
 	}
@@ -424,6 +431,19 @@ func (e *env) connect(target string) net.Conn {
 	}
 	_ = conn.SetDeadline(time.Time{})
 	return conn
+}
+
+// firstRefusal returns the first "request refused" line of forward_proxy's
+// own log (globalOptions), or nil, and the log's text.
+func (e *env) firstRefusal() (map[string]any, string) {
+	data, _ := os.ReadFile(e.vars["REFUSALS"])
+	for line := range strings.SplitSeq(strings.TrimSpace(string(data)), "\n") {
+		var logged map[string]any
+		if json.Unmarshal([]byte(line), &logged) == nil && logged["msg"] == "forward proxy request refused" {
+			return logged, string(data)
+		}
+	}
+	return nil, string(data)
 }
 
 // proxyPool trusts the HTTPS proxy's certificate.

@@ -94,7 +94,7 @@ func TestIdleTimeout(t *testing.T) {
 func TestIdleTimeoutOneWay(t *testing.T) {
 	e := newEnv(t)
 	ticker := listen(t, allowedIP)
-	const ticks = 15
+	const ticks = 10
 	go harness.ServeEach(ticker, func(c net.Conn) {
 		for range ticks {
 			time.Sleep(400 * time.Millisecond)

@@ -85,8 +85,12 @@ func TestOpenRelayMatrix(t *testing.T) {
 			if resp.StatusCode != tc.status {
 				t.Errorf("status %d, want %d (%q)", resp.StatusCode, tc.status, body)
 			}
-			if !strings.Contains(body, tc.rule) {
-				t.Errorf("body %q does not name the rule %s", body, tc.rule)
+			want := "forward_proxy: refused by " + tc.rule + "\n"
+			if tc.status == 407 {
+				want = "forward_proxy: proxy authentication required (basic_auth)\n"
+			}
+			if body != want || resp.Header.Get("Content-Type") != "text/plain; charset=utf-8" {
+				t.Errorf("refusal %q (%s), want exactly %q as text/plain", body, resp.Header.Get("Content-Type"), want)
 			}
 			if tc.status == 407 && !strings.HasPrefix(resp.Header.Get("Proxy-Authenticate"), `Basic realm="proxy"`) {
 				t.Errorf("407 without Proxy-Authenticate: %v", resp.Header)

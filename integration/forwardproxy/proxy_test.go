@@ -212,14 +212,7 @@ func TestAccessLog(t *testing.T) {
 		t.Errorf("refused entry %v", entries[1])
 	}
 	// the refusal is also logged by the handler, for the operator
-	data, _ := os.ReadFile(e.vars["REFUSALS"])
-	var logged map[string]any
-	for line := range strings.SplitSeq(strings.TrimSpace(string(data)), "\n") {
-		if json.Unmarshal([]byte(line), &logged) == nil && logged["msg"] == "forward proxy request refused" {
-			break
-		}
-		logged = nil
-	}
+	logged, data := e.firstRefusal()
 	if logged == nil || logged["user"] != user || logged["decision"] != "connect_ports" ||
 		logged["destination_host"] != allowedIP || logged["destination_port"] != float64(25) ||
 		!strings.HasPrefix(logged["source"].(string), "127.0.0.1:") {

@@ -34,12 +34,7 @@ func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 // byteQuotaConfig keys a stick table on the proxy user inside limits:
 // at most two open tunnels per user, and no new request once the user
 // received more than 1 MB.
-const byteQuotaConfig = `{
-	auto_https off
-	default_bind 127.0.0.1 ::1
-	servers {
-		protocols h1 h2
-	}
+const byteQuotaConfig = `{` + globalOptions + `
 	stick_table per_user {
 		type string
 		size 1k
@@ -225,6 +220,11 @@ func TestStickTunnelBytesWhileOpen(t *testing.T) {
 	}
 	if got := waitAccepts(e.echo, accepts+1); got != accepts+1 {
 		t.Errorf("the origin saw %d new connections, want 1 (bob's)", got-accepts)
+	}
+	// the refusal is logged for the operator, as the policy's are
+	logged, data := e.firstRefusal()
+	if logged == nil || logged["user"] != "alice" || logged["decision"] != "limits" || logged["destination_host"] != "allowed.test" {
+		t.Errorf("refusal log %v\n%s", logged, data)
 	}
 	conn.Close()
 	waitEntry(t, c, "alice", "req_cur 0 and the bytes kept", func(v map[string]uint64) bool {

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/textproto"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rampart-edge/caddy-rampart/internal/netaddr"
@@ -98,15 +100,19 @@ func (fp *ForwardProxy) forward(w http.ResponseWriter, r *http.Request, d egress
 	if _, ok := out.Header["User-Agent"]; !ok {
 		out.Header.Set("User-Agent", "") // Go would add its own
 	}
-	var counted *countingReader
 	if out.Body != nil {
-		counted = &countingReader{r: out.Body}
+		// the transport sends the body on a goroutine of its own, which
+		// may still read it after the response came; it always closes
+		// the body in the end, and the request's body must not be read
+		// once the handler returned
+		counted := &countingReader{r: out.Body, closed: make(chan struct{})}
 		out.Body = counted
+		defer func() {
+			<-counted.closed
+			ex.up = counted.n.Load()
+		}()
 	}
 	resp, err := fp.transport.RoundTrip(out)
-	if counted != nil {
-		ex.up = counted.n
-	}
 	if err != nil {
 		if r.Context().Err() != nil {
 			return nil // the client went away
@@ -142,16 +148,24 @@ func (fp *ForwardProxy) forward(w http.ResponseWriter, r *http.Request, d egress
 	}
 }
 
-// countingReader counts the request body bytes forwarded.
+// countingReader counts the request body bytes forwarded, and tells when
+// the transport is done with the body.
 type countingReader struct {
-	r io.ReadCloser
-	n int64
+	r      io.ReadCloser
+	n      atomic.Int64
+	once   sync.Once
+	closed chan struct{}
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
-	c.n += int64(n)
+	c.n.Add(int64(n))
 	return n, err
 }
 
-func (c *countingReader) Close() error { return c.r.Close() }
+// Close closes the body and reports the transport done with it.
+func (c *countingReader) Close() error {
+	err := c.r.Close()
+	c.once.Do(func() { close(c.closed) })
+	return err
+}

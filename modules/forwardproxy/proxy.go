@@ -88,9 +88,15 @@ func (fp *ForwardProxy) serveProxy(w http.ResponseWriter, r *http.Request, kind 
 		return fp.proceed(w, r, kind, ex)
 	}
 	ex.decision = "limits" // unless the routes let the request through
-	return fp.Limits.Compile(caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+	err := fp.Limits.Compile(caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		return fp.proceed(w, r, kind, ex)
 	})).ServeHTTP(w, r)
+	if ex.decision == "limits" {
+		// a limits route answered (tarpit, respond): logged as the
+		// policy's refusals are; the route wrote the answer
+		fp.logger.Info("forward proxy request refused", ex.fields()...)
+	}
+	return err
 }
 
 // proceed checks the request's form and its destination, then tunnels or

@@ -71,7 +71,7 @@ func (fp *ForwardProxy) tunnel(w http.ResponseWriter, r *http.Request, d egress.
 	if err := rc.Flush(); err != nil {
 		return nil
 	}
-	stream := &streamConn{body: r, w: w, rc: rc, local: upstream.LocalAddr(), remote: upstream.RemoteAddr()}
+	stream := &streamConn{body: r, w: w, rc: rc, deadlines: http.NewResponseController(innermost(w)), local: upstream.LocalAddr(), remote: upstream.RemoteAddr()}
 	res := passthrough.Relay(stream, stream, upstream, opts)
 	ex.up, ex.down = res.Up, res.Down
 	return nil
@@ -97,10 +97,17 @@ type byteCounter interface {
 // deadlines are kept here ("soft": a Read after it returns a timeout
 // without reading, which lets the relay record progress) and only a
 // deadline in the past, the relay stopping, goes to the stream.
+//
+// The relay stops from either of its goroutines, so the deadlines go to
+// the server's own stream writer (deadlines), whose deadline methods any
+// goroutine may call, never through the handler's wrappers (Caddy's idle
+// timeout writer keeps state there that only the handler's goroutine may
+// touch).
 type streamConn struct {
 	body          *http.Request
 	w             http.ResponseWriter
 	rc            *http.ResponseController
+	deadlines     *http.ResponseController
 	local, remote net.Addr
 	soft          atomic.Int64 // unix nanoseconds; 0: none
 	downDone      atomic.Bool  // the destination finished sending
@@ -152,12 +159,23 @@ func (s *streamConn) SetReadDeadline(t time.Time) error {
 		s.soft.Store(d)
 		return nil
 	}
-	return s.rc.SetReadDeadline(t)
+	return s.deadlines.SetReadDeadline(t)
 }
 
 func (s *streamConn) SetWriteDeadline(t time.Time) error {
 	if t.IsZero() || t.After(time.Now()) || s.downDone.Load() {
 		return nil // the relay only sets write deadlines to stop
 	}
-	return s.rc.SetWriteDeadline(t)
+	return s.deadlines.SetWriteDeadline(t)
+}
+
+// innermost unwraps a ResponseWriter down to the server's own.
+func innermost(w http.ResponseWriter) http.ResponseWriter {
+	for {
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return w
+		}
+		w = u.Unwrap()
+	}
 }
