@@ -197,8 +197,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 }
 
 // Cleanup releases the route's hold on the connection counts and leaves the
-// stats page's upstream registry. Connections
-// being relayed keep theirs and are not touched: they outlive a reload.
+// stats page's upstream registry. Connections being relayed keep theirs
+// and are not touched: they outlive a reload.
 func (h *Handler) Cleanup() error {
 	for _, leave := range h.leave {
 		leave()
