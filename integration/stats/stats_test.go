@@ -39,7 +39,7 @@ http://127.0.0.1:%d {
 `, port, extra, strings.Join(addrs, " "))
 }
 
-func startEdge(t *testing.T, extra string, origins ...*origin) *edge {
+func startEdge(t testing.TB, extra string, origins ...*origin) *edge {
 	t.Helper()
 	e := &edge{port: harness.FreePort(t)}
 	e.url = fmt.Sprintf("http://127.0.0.1:%d", e.port)

@@ -196,8 +196,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Cleanup releases the route's hold on the connection counts. Connections
-// being relayed keep theirs and are not touched: they outlive a reload.
+// Cleanup releases the route's hold on the connection counts and leaves the
+// stats page's upstream registry. Connections being relayed keep theirs
+// and are not touched: they outlive a reload.
 func (h *Handler) Cleanup() error {
 	for _, leave := range h.leave {
 		leave()

@@ -414,3 +414,24 @@ func BenchmarkRelayShort(b *testing.B) {
 		}
 	}
 }
+
+// TestBalancerSkipsHeld: an upstream whose Held says so is never picked,
+// by any policy, and is picked again once released.
+func TestBalancerSkipsHeld(t *testing.T) {
+	var held bool
+	a := &Upstream{Addr: "a", Held: func() bool { return held }}
+	b := &Upstream{Addr: "b"}
+	for _, p := range Policies {
+		bal := &Balancer{Policy: p, Upstreams: []*Upstream{a, b}}
+		held = true
+		for range 10 {
+			if u := bal.Pick(netip.MustParseAddr("192.0.2.7"), nil); u != b {
+				t.Fatalf("%s picked %v while a is held", p, u)
+			}
+		}
+		held = false
+		if p == First && bal.Pick(netip.Addr{}, nil) != a {
+			t.Errorf("first does not pick a once released")
+		}
+	}
+}
