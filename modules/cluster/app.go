@@ -139,6 +139,13 @@ func (a *App) Redis() goredis.UniversalClient { return a.client }
 // Node returns this edge's id in the cluster.
 func (a *App) Node() string { return a.NodeID }
 
+// SyncInterval returns how often async shared tables sync.
+func (a *App) SyncInterval() time.Duration { return time.Duration(a.Sync) }
+
+// DenyOnOutage reports whether shared tables refuse what their rules would
+// judge while Redis cannot be reached (on_outage deny).
+func (a *App) DenyOnOutage() bool { return a.OnOutage == OutageDeny }
+
 // UnmarshalCaddyfile parses the global option:
 //
 //	stick_cluster {
