@@ -241,7 +241,7 @@ func TestRedisOutage(t *testing.T) {
 	go func() { done <- runLoad(t, edges, "paused", 0, 2*time.Millisecond, stop) }()
 	time.Sleep(300 * time.Millisecond)
 	cli := exec.Command(harness.Peer(t, "redis-cli", "redis-tools"), "-u", r.url(), "DEBUG", "SLEEP", "2")
-	if out, err := cli.CombinedOutput(); err != nil {
+	if out, err := cli.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "OK" {
 		t.Fatalf("DEBUG SLEEP: %v %s", err, out)
 	}
 	time.Sleep(500 * time.Millisecond)

@@ -36,7 +36,7 @@ func startRedis(t *testing.T, port string) *redisServer {
 	if port == "" {
 		port = strconv.Itoa(harness.FreePort(t))
 	}
-	p := harness.Start(t, "127.0.0.1:"+port, bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	p := harness.Start(t, "127.0.0.1:"+port, bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--enable-debug-command", "local")
 	return &redisServer{port: port, proc: p}
 }
 

@@ -22,7 +22,7 @@ func startRedis(t *testing.T) string {
 	t.Helper()
 	bin := harness.Peer(t, "redis-server", "redis-server")
 	port := strconv.Itoa(harness.FreePort(t))
-	harness.Start(t, "127.0.0.1:"+port, bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	harness.Start(t, "127.0.0.1:"+port, bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--enable-debug-command", "local")
 	return "redis://127.0.0.1:" + port + "/0"
 }
 

@@ -104,6 +104,7 @@ type Syncer struct {
 	every  time.Duration
 	prefix string
 	script *goredis.Script
+	loaded bool // the push script is known to Redis
 
 	unsent   map[string]*pending
 	inflight []*batch
@@ -330,6 +331,15 @@ func (s *Syncer) Sync(ctx context.Context, changes []Change, pull [][]byte) ([]T
 	for _, c := range changes {
 		s.fold(c, nowMs)
 	}
+	if !s.loaded {
+		err := s.script.Load(ctx, s.client).Err()
+		s.rt.Add(1)
+		if err != nil {
+			s.record(false, nil, now)
+			return nil, err
+		}
+		s.loaded = true
+	}
 	b := &batch{seq: max(s.seq+1, now.UnixMicro())}
 	s.seq = b.seq
 	for _, p := range s.unsent {
@@ -418,10 +428,8 @@ func (s *Syncer) Sync(ctx context.Context, changes []Change, pull [][]byte) ([]T
 		s.inflight = append(s.inflight[:0], s.inflight[drop:]...)
 	}
 	if reload {
-		if e := s.script.Load(ctx, s.client).Err(); e != nil && err == nil {
-			err = e
-		}
-		s.rt.Add(1)
+		// Redis restarted: load the script before the next push.
+		s.loaded = false
 	}
 	if err != nil {
 		s.record(false, nil, now)
