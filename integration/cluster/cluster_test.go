@@ -103,9 +103,18 @@ func busiest(times []time.Time, d time.Duration) int {
 // their counts travel through Redis (one push and one pull: 2 × sync), and
 // every edge reads the cluster-wide count afterwards, exactly.
 func TestAsyncLimitAcrossThreeEdges(t *testing.T) {
-	r := startRedis(t, "")
+	asyncLimit(t, startRedis(t, "").url())
+}
+
+// TestAsyncLimitOnRedisCluster runs the same over a Redis Cluster of three
+// real redis-server masters created with redis-cli --cluster create.
+func TestAsyncLimitOnRedisCluster(t *testing.T) {
+	asyncLimit(t, startRedisCluster(t))
+}
+
+func asyncLimit(t *testing.T, redisAddr string) {
 	const limit = 60
-	edges := startEdges(t, 3, r.url(), limit, "local")
+	edges := startEdges(t, 3, redisAddr, limit, "local")
 	waitClusterFormed(t, edges)
 
 	l := runLoad(t, edges, "spread", 100, 5*time.Millisecond, nil)

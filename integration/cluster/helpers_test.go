@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -38,6 +39,37 @@ func startRedis(t *testing.T, port string) *redisServer {
 	}
 	p := harness.Start(t, "127.0.0.1:"+port, bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--enable-debug-command", "local")
 	return &redisServer{port: port, proc: p}
+}
+
+// startRedisCluster runs three redis-server masters on loopback ports,
+// joins them with redis-cli --cluster create and returns the edges' `redis`
+// arguments (every master as a seed).
+func startRedisCluster(t *testing.T) string {
+	t.Helper()
+	bin := harness.Peer(t, "redis-server", "redis-server")
+	cli := harness.Peer(t, "redis-cli", "redis-tools")
+	dir := t.TempDir()
+	var addrs, urls []string
+	for i := range 3 {
+		port := strconv.Itoa(harness.FreePort(t))
+		harness.Start(t, "127.0.0.1:"+port, bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes-"+strconv.Itoa(i)+".conf"), "--dir", dir)
+		addrs = append(addrs, "127.0.0.1:"+port)
+		urls = append(urls, "redis://127.0.0.1:"+port)
+	}
+	args := append([]string{"--cluster", "create"}, addrs...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	for _, a := range addrs {
+		host, port, _ := strings.Cut(a, ":")
+		waitFor(t, 20*time.Second, "cluster state ok on "+a, func() bool {
+			out, _ := exec.Command(cli, "-h", host, "-p", port, "cluster", "info").Output()
+			return strings.Contains(string(out), "cluster_state:ok")
+		})
+	}
+	return strings.Join(urls, " ")
 }
 
 // kill stops the server at once, as a crash would.
