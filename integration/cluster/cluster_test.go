@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"encoding/json"
+	"net"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -293,4 +294,48 @@ func TestOutageDeny(t *testing.T) {
 		code, _ := e.get(t, "/", "d")
 		return code == http.StatusOK
 	})
+}
+
+// TestDeadEdgeGaugeLeavesTheSum: requests held on an edge count in req_cur
+// on every edge; when that edge dies, they leave the sum within 3 × sync
+// (its heartbeat stops), not at the keys' expiry.
+func TestDeadEdgeGaugeLeavesTheSum(t *testing.T) {
+	r := startRedis(t, "")
+	release := make(chan struct{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { <-release })}
+	go origin.Serve(ln)
+	defer origin.Close()
+	defer close(release)
+	edges := startEdgesWithOrigin(t, 3, r.url(), 1000, "local", ln.Addr().String())
+	waitClusterFormed(t, edges)
+
+	// The other edges have seen the key (an edge pulls the keys it has seen).
+	for _, e := range edges[:2] {
+		e.get(t, "/", "holder")
+	}
+	const held = 3
+	for range held {
+		go func() {
+			req, _ := http.NewRequest(http.MethodGet, "http://"+edges[2].addr+"/hold", nil)
+			req.Header.Set("X-Client", "holder")
+			if resp, err := client.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+	}
+	for _, e := range edges[:2] {
+		waitFor(t, 5*time.Second, e.name+" sees the held requests", func() bool { return e.value(t, "holder", "req_cur") == held })
+	}
+	edges[2].proc.Cmd.Process.Kill()
+	took := waitFor(t, 5*time.Second, "the dead edge's requests leave req_cur", func() bool {
+		return edges[0].value(t, "holder", "req_cur") == 0 && edges[1].value(t, "holder", "req_cur") == 0
+	})
+	t.Logf("req_cur of a dead edge left the sum after %v (3 × sync = %v)", took.Round(time.Millisecond), 3*syncEvery)
+	if took > 4*syncEvery+100*time.Millisecond {
+		t.Errorf("took %v, more than 3 × sync (plus one sync of slack)", took)
+	}
 }

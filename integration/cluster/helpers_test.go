@@ -118,6 +118,9 @@ http://127.0.0.1:%[2]s {
 	@over stick per_client http_req_cnt gt %[7]d
 	@banme path /ban
 	stick_ban @banme per_client 10m
+	handle /hold {
+		reverse_proxy %[8]s
+	}
 	respond @banned "banned" 403
 	respond @over "over" 429
 	respond "ok {http.stick.per_client.http_req_cnt}"
@@ -126,6 +129,11 @@ http://127.0.0.1:%[2]s {
 
 // startEdges runs n edges against redisURL with a limit of limit requests.
 func startEdges(t *testing.T, n int, redisURL string, limit int, onOutage string) []*edge {
+	return startEdgesWithOrigin(t, n, redisURL, limit, onOutage, "127.0.0.1:9")
+}
+
+// startEdgesWithOrigin also proxies /hold to origin.
+func startEdgesWithOrigin(t *testing.T, n int, redisURL string, limit int, onOutage, origin string) []*edge {
 	t.Helper()
 	bin := harness.BuildCaddy(t)
 	edges := make([]*edge, n)
@@ -134,7 +142,7 @@ func startEdges(t *testing.T, n int, redisURL string, limit int, onOutage string
 		port, admin := strconv.Itoa(harness.FreePort(t)), strconv.Itoa(harness.FreePort(t))
 		e.addr, e.admin = "127.0.0.1:"+port, "127.0.0.1:"+admin
 		file := filepath.Join(t.TempDir(), "Caddyfile")
-		cfg := fmt.Sprintf(edgeConfig, admin, port, redisURL, e.name, syncEvery, onOutage, limit)
+		cfg := fmt.Sprintf(edgeConfig, admin, port, redisURL, e.name, syncEvery, onOutage, limit, origin)
 		if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}

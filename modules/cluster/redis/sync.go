@@ -490,10 +490,17 @@ func execPipe(ctx context.Context, pipe goredis.Pipeliner) error {
 	return nil
 }
 
-// watchTotal keeps pulling a key while its totals change; a key pushed
-// this round counts as changed.
+// watchTotal keeps pulling a key while its totals change or other edges
+// hold gauges on it (so that a dead edge's share leaves); a key pushed this
+// round counts as changed.
 func (s *Syncer) watchTotal(t Total, nowMs int64) {
 	w := s.watch[string(t.Key)]
+	for i, col := range s.spec.Columns {
+		if col.Kind == Gauge && t.Values[i] > 0 && w != nil {
+			w.values, w.changed = t.Values, nowMs
+			return
+		}
+	}
 	if w == nil && len(s.watch) >= maxWatch {
 		return
 	}
