@@ -77,6 +77,8 @@ type TableInfo struct {
 	Expire string `json:"expire"`
 	// Stored data types, as store keywords.
 	Data []string `json:"data"`
+	// Cluster state of a shared table (absent for a local one).
+	Cluster *ClusterInfo `json:"cluster,omitempty"`
 }
 
 // EntryJSON is one entry: its key, time left before expiry, holders (live
@@ -159,10 +161,14 @@ func writeJSON(w http.ResponseWriter, v any) error {
 func listTables(app *App) []TableInfo {
 	out := make([]TableInfo, 0, len(app.tables))
 	for name, lt := range app.tables {
-		out = append(out, TableInfo{
+		ti := TableInfo{
 			Name: name, Type: lt.schema.Type.String(), Size: lt.tbl.Size(), Used: lt.tbl.Len(),
 			Expire: table.FormatDuration(lt.tbl.Expire()), Data: lt.schema.StoreSpecs(),
-		})
+		}
+		if sh := lt.sharing.Load(); sh != nil {
+			ti.Cluster = sh.info()
+		}
+		out = append(out, ti)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out

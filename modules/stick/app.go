@@ -1,9 +1,12 @@
 package stick
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -29,6 +32,9 @@ type App struct {
 
 	tables    map[string]*liveTable
 	keys      []string
+	shared    []*shared
+	syncing   *sync.WaitGroup
+	endSync   context.CancelFunc
 	logger    *zap.Logger
 	stop      chan struct{}
 	done      chan struct{}
@@ -61,6 +67,11 @@ type TableConfig struct {
 	IPv4Prefix int `json:"ipv4_prefix,omitempty"`
 	// Group IPv6 keys by this prefix length (1..128; 0 or 128: per address).
 	IPv6Prefix int `json:"ipv6_prefix,omitempty"`
+	// Shared shares the table with the other edges of the stick_cluster:
+	// "async" sums the counters of every edge through Redis every sync
+	// interval, with no Redis operation on the request path. Empty: the
+	// table is this edge's alone.
+	Shared string `json:"shared,omitempty"`
 }
 
 // Validate checks the table and builds its schema. It holds every rule of
@@ -93,10 +104,17 @@ func (tc *TableConfig) Validate(name string) (*table.Schema, error) {
 	if tc.Size > table.MaxSize {
 		return fail("size %d is more than the largest table, %d entries", tc.Size, table.MaxSize)
 	}
+	switch tc.Shared {
+	case "", sharedAsync:
+	case sharedStrict:
+		return fail("shared strict is not available yet (use shared async)")
+	default:
+		return fail("shared %q: want async or strict", tc.Shared)
+	}
 	if tc.Expire < 0 {
 		return fail("expire %s must not be negative", time.Duration(tc.Expire))
 	}
-	s := &table.Schema{Type: kt, KeyLen: tc.Len, IPv4Prefix: tc.IPv4Prefix, IPv6Prefix: tc.IPv6Prefix}
+	s := &table.Schema{Type: kt, KeyLen: tc.Len, IPv4Prefix: tc.IPv4Prefix, IPv6Prefix: tc.IPv6Prefix, Replicated: tc.Shared != ""}
 	for _, spec := range tc.Store {
 		if s.Fields, err = table.ParseStore(s.Fields, spec, caddy.ParseDuration); err != nil {
 			return fail("%v", err)
@@ -114,6 +132,8 @@ type liveTable struct {
 	name   string
 	tbl    *table.Table
 	schema *table.Schema
+	// sharing is the sync state of the current config when shared.
+	sharing atomic.Pointer[shared]
 }
 
 // Destruct implements caddy.Destructor: the last config using the table is
@@ -135,7 +155,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	a.tables = make(map[string]*liveTable, len(a.Tables))
-	if err := metrics.Register(ctx, rejections, tableCollector{app: a}); err != nil {
+	if err := metrics.Register(ctx, rejections, tableCollector{app: a}, syncSeconds, syncErrors, clusterCollector{app: a}); err != nil {
 		return fmt.Errorf("stick tables: registering metrics: %v", err)
 	}
 	names := make([]string, 0, len(a.Tables))
@@ -153,6 +173,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return err
 		}
 		poolKey := name + "\x00" + schema.String()
+		if schema.Replicated {
+			poolKey += " shared"
+		}
 		tablePool.Range(func(key, val any) bool {
 			if k := key.(string); k != poolKey && strings.HasPrefix(k, name+"\x00") {
 				a.logger.Warn("stick table schema changed: starting a fresh table, previous entries are dropped",
@@ -180,7 +203,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 		a.tables[name] = lt
 	}
-	return nil
+	return a.provisionShared(ctx)
 }
 
 // Start starts the table clock and the expiry sweeper.
@@ -188,6 +211,13 @@ func (a *App) Start() error {
 	a.stopClock = table.StartClock()
 	a.stop, a.done = make(chan struct{}), make(chan struct{})
 	go a.sweep()
+	var ctx context.Context
+	ctx, a.endSync = context.WithCancel(context.Background())
+	a.syncing = new(sync.WaitGroup)
+	for _, sh := range a.shared {
+		sh.lt.sharing.Store(sh)
+	}
+	a.runShared(ctx)
 	return nil
 }
 
@@ -211,6 +241,11 @@ func (a *App) sweep() {
 
 // Stop stops the sweeper and ends the app's use of the table clock.
 func (a *App) Stop() error {
+	if a.endSync != nil {
+		a.endSync()
+		a.syncing.Wait()
+		a.endSync = nil
+	}
 	if a.stop != nil {
 		close(a.stop)
 		<-a.done

@@ -24,6 +24,7 @@ import (
 //	    store <data type>...
 //	    ipv4_prefix <bits>
 //	    ipv6_prefix <bits>
+//	    shared [async|strict]
 //	}
 func ParseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	app := &App{Tables: map[string]*TableConfig{}}
@@ -105,8 +106,17 @@ func ParseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			} else {
 				tc.IPv6Prefix = n
 			}
+		case "shared":
+			switch len(args) {
+			case 0:
+				tc.Shared = sharedAsync
+			case 1:
+				tc.Shared = args[0]
+			default:
+				return nil, d.Errf("stick_table %s: shared takes at most one argument (async or strict)", name)
+			}
 		default:
-			return nil, d.Errf("stick_table %s: unknown option %q (want type, size, expire, store, ipv4_prefix, ipv6_prefix)", name, opt)
+			return nil, d.Errf("stick_table %s: unknown option %q (want type, size, expire, store, ipv4_prefix, ipv6_prefix, shared)", name, opt)
 		}
 	}
 	// The table's rules live in Validate (JSON configs get them too); run

@@ -85,6 +85,7 @@ type Track struct {
 	Key string `json:"key"`
 
 	tbl    *table.Table
+	live   *liveTable
 	logger *zap.Logger
 	full   *throttle
 }
@@ -109,6 +110,7 @@ func (h *Track) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("track: %v", err)
 	}
 	h.tbl = t
+	h.live = liveTableOf(ctx, h.Table)
 	return nil
 }
 
@@ -124,6 +126,9 @@ func (h *Track) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	if err != nil {
 		h.logger.Debug("request not tracked", zap.String("table", h.Table), zap.String("key", keyText), zap.Error(err))
 		return next.ServeHTTP(w, r)
+	}
+	if h.live.denied() {
+		return caddyhttp.Error(http.StatusServiceUnavailable, errOutageDeny)
 	}
 	ref, err := h.tbl.Acquire(k, table.Events{Req: true})
 	if err != nil {

@@ -123,6 +123,9 @@ type Field struct {
 	off   int // word offset of the field in an entry's data
 	width int // words per element
 	delta int // word offset of the element deltas (replicated schemas), -1 if none
+	// remote is the word offset of the other nodes' sum of a gauge
+	// (conn_cur, req_cur) in replicated schemas, -1 if none.
+	remote int
 }
 
 // Schema describes a table: key type and the stored fields. Two tables with
@@ -133,7 +136,9 @@ type Schema struct {
 	IPv4Prefix int // 0 or 32: one entry per address; less groups by prefix
 	IPv6Prefix int // 0 or 128: one entry per address; less groups by prefix
 	Fields     []Field
-	Replicated bool // keep per-entry deltas since the last sync for cluster mode
+	// Replicated keeps, per entry, the deltas since the last sync and the
+	// other nodes' gauges, for cluster mode.
+	Replicated bool
 
 	stride  int
 	byKind  [numKinds]int8
@@ -222,7 +227,11 @@ func (s *Schema) Init() error {
 	}
 	for i := range s.Fields {
 		f := &s.Fields[i]
-		f.delta = -1
+		f.delta, f.remote = -1, -1
+		if s.Replicated && (f.Kind == ConnCur || f.Kind == ReqCur) {
+			f.remote = off
+			off += f.Count
+		}
 		if s.Replicated && f.Kind.summable() {
 			f.delta = off
 			w := 1

@@ -22,7 +22,8 @@ const (
 	dirtyBit   = 1 << 31 // changed since the last CollectDeltas
 	usedBit    = 1 << 30 // hit since the CLOCK hand last passed
 	liveBit    = 1 << 29 // the slot holds an entry
-	holderMask = liveBit - 1
+	setBit     = 1 << 28 // a gpt, server_id or ban value was set since the last CollectDeltas
+	holderMask = setBit - 1
 )
 
 // meta is the bookkeeping of one entry slot: expiry deadline, holders (with

@@ -1,13 +1,14 @@
 package table
 
-// Replication support for a cluster mode. A table whose schema has
-// Replicated set keeps, per entry, the increments of every summable column
-// (counters, rates, gpc) since the last sync. A sync loop calls
-// CollectDeltas, adds the deltas to the shared totals (for example with
-// Redis INCRBY), and hands the totals it reads back to Merge: the entry then
-// reads as the cluster total plus whatever was counted locally since the
-// collect. Gauges (conn_cur, req_cur) stay local; gpt, server_id and ban are
-// last-writer-wins values.
+// Replication support for cluster mode. A table whose schema has Replicated
+// set keeps, per entry, the increments of every summable column (counters,
+// rates, gpc) since the last sync, the other nodes' share of its gauges
+// (conn_cur, req_cur), and a flag telling whether a last-writer-wins value
+// (gpt, server_id, ban) was set locally. A sync loop calls CollectDeltas,
+// adds the deltas to the shared totals, and hands the totals it reads back
+// to Merge: the entry then reads as the cluster total plus whatever was
+// counted locally since the collect, and its gauges as the local value
+// plus the other nodes' sum.
 
 // Delta is what changed in one entry since the previous CollectDeltas.
 type Delta struct {
@@ -15,9 +16,13 @@ type Delta struct {
 	// Adds holds, per Schema.Columns() index, the increments of summable
 	// columns since the last collect (0 for other columns).
 	Adds []uint64
-	// Values holds, per column, the current value (for the last-writer-wins
-	// columns gpt, server_id and ban, in milliseconds left).
+	// Values holds, per column, this node's current value: a gauge without
+	// the other nodes' share, gpt, server_id and ban (in milliseconds left)
+	// as they read.
 	Values []uint64
+	// Set reports that a gpt, server_id or ban value was set on this node
+	// since the last collect, so Values carries news for the cluster.
+	Set bool
 }
 
 // CollectDeltas calls fn for every entry changed since the previous call and
@@ -39,15 +44,15 @@ func (t *Table) CollectDeltas(fn func(Delta)) {
 			if m.refs&dirtyBit == 0 {
 				continue // freed (and maybe reused clean) since it was marked
 			}
-			m.refs &^= dirtyBit
+			d := Delta{Key: t.keyAt(sh, idx), Adds: make([]uint64, len(cols)), Values: make([]uint64, len(cols)), Set: m.refs&setBit != 0}
+			m.refs &^= dirtyBit | setBit
 			data := t.data(sh, idx)
-			d := Delta{Key: t.keyAt(sh, idx), Adds: make([]uint64, len(cols)), Values: make([]uint64, len(cols))}
 			for ci, c := range cols {
 				f := &t.schema.Fields[c.field]
 				if f.delta >= 0 {
 					d.Adds[ci] = takeDelta(data, f, c.elem)
 				}
-				d.Values[ci] = getField(data, f, c.elem, now)
+				d.Values[ci] = getLocal(data, f, c.elem, now)
 			}
 			buf = append(buf, d)
 		}
@@ -77,14 +82,16 @@ func (t *Table) Pending(k Key, c Column) uint64 {
 }
 
 // Remote is a value read from the cluster for one column: the summed total
-// of a summable column, or the shared value of gpt, server_id and ban
-// (milliseconds left).
+// of a summable column, the other nodes' sum of a gauge, or the shared value
+// of gpt, server_id and ban (milliseconds left).
 type Remote = Write
 
 // Merge applies cluster values to the entry of k, creating it if needed. A
 // summable column becomes the cluster total plus the local delta not yet
-// collected; a rate reads that sum for the rest of the current period;
-// gauges are left alone.
+// collected; a rate reads that sum for the rest of the current period; a
+// gauge reads its local value plus the remote one. A gpt, server_id or ban
+// value set locally since the last collect is kept: this node's write is
+// the later one, and the next sync pushes it.
 func (t *Table) Merge(k Key, remote []Remote) error {
 	sh, idx, now, err := t.lockEntry(k)
 	if err != nil {
@@ -92,17 +99,50 @@ func (t *Table) Merge(k Key, remote []Remote) error {
 	}
 	defer sh.mu.Unlock()
 	data := t.data(sh, idx)
+	m := sh.meta(idx)
 	for _, r := range remote {
 		f := &t.schema.Fields[r.Column.field]
 		switch {
+		case f.remote >= 0:
+			data[f.remote+r.Column.elem] = uint32(min(r.Value, 1<<32-1))
 		case f.Kind == ConnCur || f.Kind == ReqCur:
 			continue
 		case f.delta >= 0:
 			setField(data, f, r.Column.elem, now, satAdd64(r.Value, peekDelta(data, f, r.Column.elem)))
+		case m.refs&setBit != 0:
+			continue
 		default:
 			setField(data, f, r.Column.elem, now, r.Value)
 		}
 	}
-	t.touch(sh, idx, sh.meta(idx), now)
+	t.touch(sh, idx, m, now)
 	return nil
 }
+
+// Bytes returns the key's bytes: 16 for ip and integer keys, the string
+// itself for string and binary keys. KeyFromBytes reverses it.
+func (k Key) Bytes(s *Schema) []byte {
+	if s.Type == KeyString || s.Type == KeyBinary {
+		return []byte(k.s)
+	}
+	return k.b[:]
+}
+
+// KeyFromBytes rebuilds a key from Bytes.
+func (s *Schema) KeyFromBytes(b []byte) (Key, bool) {
+	if s.Type == KeyString || s.Type == KeyBinary {
+		if len(b) > s.KeyLen {
+			return Key{}, false
+		}
+		return Key{s: string(b)}, true
+	}
+	var k Key
+	if len(b) != len(k.b) {
+		return Key{}, false
+	}
+	copy(k.b[:], b)
+	return k, true
+}
+
+// FieldOf returns the field a column reads.
+func (s *Schema) FieldOf(c Column) Field { return s.Fields[c.field] }

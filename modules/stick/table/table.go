@@ -236,6 +236,9 @@ func (t *Table) apply(sh *shard, idx uint32, ev *Events, now int64) {
 		t.add(sh, idx, data, BytesOutCnt, now, ev.Out)
 		t.add(sh, idx, data, BytesOutRate, now, ev.Out)
 	}
+	if t.schema.Replicated && (ev.Conn || ev.ConnEnd || ev.Req || ev.ReqEnd) {
+		t.markDirty(sh, idx) // the gauges are shared too
+	}
 }
 
 // acquireLocked finds or creates the entry of k (hash h); an expired entry
@@ -459,6 +462,9 @@ func (t *Table) setColumn(sh *shard, idx uint32, c Column, v uint64, now int64) 
 		}
 	} else {
 		setField(data, f, c.elem, now, v)
+		if t.schema.Replicated {
+			sh.meta(idx).refs |= setBit
+		}
 	}
 	if t.schema.Replicated {
 		t.markDirty(sh, idx)

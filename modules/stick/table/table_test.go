@@ -542,7 +542,7 @@ func TestReplicationDeltas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, want := range map[string]uint64{"http_req_cnt": 14, "http_req_rate": 14, "gpt0": 4, "conn_cur": 3} {
+	for name, want := range map[string]uint64{"http_req_cnt": 14, "http_req_rate": 14, "gpt0": 4, "conn_cur": 102} {
 		if v := get(t, tb, k, name); v != want {
 			t.Errorf("after merge %s = %d, want %d", name, v, want)
 		}

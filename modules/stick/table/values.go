@@ -186,8 +186,19 @@ func getField(data []uint32, f *Field, e int, now int64) uint64 {
 		return rateGet(w, now, f.Period.Milliseconds(), f.width == 5)
 	case f.width == 2:
 		return get64(w)
+	case f.remote >= 0:
+		return uint64(w[0]) + uint64(data[f.remote+e])
 	}
 	return uint64(w[0])
+}
+
+// getLocal reads element e of f as getField does, without the other nodes'
+// share of a gauge.
+func getLocal(data []uint32, f *Field, e int, now int64) uint64 {
+	if f.remote >= 0 {
+		return uint64(fieldWords(data, f, e)[0])
+	}
+	return getField(data, f, e, now)
 }
 
 // MaxBanMs is the longest ban, 100 years in milliseconds: longer bans are

@@ -1,0 +1,255 @@
+package stick
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	goredis "github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/rampart-edge/caddy-rampart/modules/cluster/redis"
+	"github.com/rampart-edge/caddy-rampart/modules/stick/table"
+)
+
+// Sharing modes of a table (TableConfig.Shared).
+const (
+	sharedAsync  = "async"
+	sharedStrict = "strict"
+)
+
+// clusterApp is what a shared table needs of the stick_cluster app, reached
+// by module name so that this glue does not import the cluster glue.
+type clusterApp interface {
+	Redis() goredis.UniversalClient
+	Node() string
+	SyncInterval() time.Duration
+	DenyOnOutage() bool
+}
+
+// shared is the sync state of one shared table in one config.
+type shared struct {
+	lt     *liveTable
+	syncer *redis.Syncer
+	cols   []table.Column
+	every  time.Duration
+	deny   bool
+	outage atomic.Bool
+	logged atomic.Int64 // Unix ns of the last outage log
+}
+
+// provisionShared makes the shared tables' syncers; the stick_cluster app
+// must be configured.
+func (a *App) provisionShared(ctx caddy.Context) error {
+	var names []string
+	for name, tc := range a.Tables {
+		if tc.Shared != "" {
+			names = append(names, name)
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	appIface, err := ctx.AppIfConfigured("stick_cluster")
+	if err != nil {
+		return fmt.Errorf("stick_table %s: shared needs the stick_cluster global option: %v", names[0], err)
+	}
+	cl, ok := appIface.(clusterApp)
+	if !ok {
+		return fmt.Errorf("stick_table %s: the stick_cluster app has no Redis client", names[0])
+	}
+	for _, name := range names {
+		lt := a.tables[name]
+		spec := redis.TableSpec{Name: name, Expire: time.Duration(a.Tables[name].Expire)}
+		for _, c := range lt.schema.Columns() {
+			spec.Columns = append(spec.Columns, redis.Column{Name: c.Name, Kind: columnKind(lt.schema, c), Period: columnPeriod(lt.schema, c)})
+		}
+		a.shared = append(a.shared, &shared{
+			lt: lt, cols: lt.schema.Columns(), every: cl.SyncInterval(), deny: cl.DenyOnOutage(),
+			syncer: redis.NewSyncer(cl.Redis(), cl.Node(), spec, cl.SyncInterval()),
+		})
+	}
+	return nil
+}
+
+// columnKind says how a column combines across edges.
+func columnKind(s *table.Schema, c table.Column) redis.ColumnKind {
+	switch f := s.FieldOf(c); {
+	case f.Kind == table.ConnCur || f.Kind == table.ReqCur:
+		return redis.Gauge
+	case f.Kind == table.GPT || f.Kind == table.ServerID || f.Kind == table.Ban:
+		return redis.Value
+	case f.Period > 0:
+		return redis.Rate
+	}
+	return redis.Counter
+}
+
+func columnPeriod(s *table.Schema, c table.Column) time.Duration { return s.FieldOf(c).Period }
+
+// runShared syncs every shared table until ctx ends, then once more so that
+// the last deltas reach Redis.
+func (a *App) runShared(ctx context.Context) {
+	for _, sh := range a.shared {
+		a.syncing.Add(1)
+		go func() {
+			defer a.syncing.Done()
+			tick := time.NewTicker(sh.every)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					final, cancel := context.WithTimeout(context.Background(), 5*sh.every)
+					sh.sync(final, a.logger)
+					cancel()
+					return
+				case <-tick.C:
+					sh.sync(ctx, a.logger)
+				}
+			}
+		}()
+	}
+}
+
+// sync runs one sync round of the table.
+func (sh *shared) sync(ctx context.Context, logger *zap.Logger) {
+	tbl := sh.lt.tbl
+	var changes []redis.Change
+	now := tbl.Now()
+	tbl.CollectDeltas(func(d table.Delta) {
+		c := redis.Change{Key: d.Key.Bytes(sh.lt.schema), Adds: d.Adds, Values: d.Values, Set: d.Set}
+		for i, col := range sh.cols {
+			if sh.lt.schema.FieldOf(col).Kind == table.Ban && c.Values[i] != 0 {
+				c.Values[i] += uint64(now) // ms left → deadline
+			}
+		}
+		changes = append(changes, c)
+	})
+	start := time.Now()
+	totals, err := sh.syncer.Sync(ctx, changes, nil)
+	syncSeconds.WithLabelValues(sh.lt.name).Observe(time.Since(start).Seconds())
+	if err != nil {
+		syncErrors.WithLabelValues(sh.lt.name).Inc()
+		sh.outage.Store(true)
+		if last := sh.logged.Load(); time.Since(time.Unix(0, last)) >= time.Second && sh.logged.CompareAndSwap(last, time.Now().UnixNano()) {
+			logger.Warn("stick cluster: Redis unreachable, counting locally", zap.String("table", sh.lt.name), zap.Error(err))
+		}
+		return
+	}
+	if sh.outage.Swap(false) {
+		logger.Info("stick cluster: Redis reachable again, resynchronised", zap.String("table", sh.lt.name))
+	}
+	now = tbl.Now()
+	remote := make([]table.Remote, len(sh.cols))
+	for _, t := range totals {
+		k, ok := sh.lt.schema.KeyFromBytes(t.Key)
+		if !ok {
+			continue
+		}
+		for i, col := range sh.cols {
+			v := t.Values[i]
+			if sh.lt.schema.FieldOf(col).Kind == table.Ban {
+				v = uint64(max(int64(v)-now, 0)) // deadline → ms left
+			}
+			remote[i] = table.Remote{Column: col, Value: v}
+		}
+		_ = tbl.Merge(k, remote) // a full table keeps its entries: the key waits for the next sync
+	}
+}
+
+// errOutageDeny is the error of requests refused by on_outage deny.
+var errOutageDeny = errors.New("stick cluster: Redis unreachable and on_outage is deny")
+
+// liveTableOf returns the named table of the config's stick_tables app (nil
+// when there is none; lookupTable reports that).
+func liveTableOf(ctx caddy.Context, name string) *liveTable {
+	appIface, err := ctx.App("stick_tables")
+	if err != nil {
+		return nil
+	}
+	return appIface.(*App).tables[name]
+}
+
+// denied reports whether the table refuses traffic now: it is shared with
+// on_outage deny and Redis is unreachable.
+func (lt *liveTable) denied() bool {
+	if lt == nil {
+		return false
+	}
+	sh := lt.sharing.Load()
+	return sh != nil && sh.deny && sh.outage.Load()
+}
+
+// ClusterInfo is the cluster state of a shared table in GET /stick-tables/.
+type ClusterInfo struct {
+	// Sharing mode: async.
+	Mode string `json:"mode"`
+	// Whether the last sync reached Redis.
+	Connected bool `json:"connected"`
+	// Time of the last successful sync (RFC 3339), empty before the first.
+	LastSync string `json:"last_sync,omitempty"`
+	// Edges that synced within the last 3 × sync.
+	Edges []string `json:"edges"`
+	// Sync rounds, failed rounds and Redis round trips since the start.
+	Syncs      uint64 `json:"syncs"`
+	Errors     uint64 `json:"errors"`
+	RoundTrips uint64 `json:"round_trips"`
+}
+
+func (sh *shared) info() *ClusterInfo {
+	st := sh.syncer.Stats()
+	ci := &ClusterInfo{Mode: sharedAsync, Connected: st.Connected, Edges: st.Edges, Syncs: st.Syncs, Errors: st.Errors, RoundTrips: st.RoundTrips}
+	if !st.LastSync.IsZero() {
+		ci.LastSync = st.LastSync.UTC().Format(time.RFC3339Nano)
+	}
+	if ci.Edges == nil {
+		ci.Edges = []string{}
+	}
+	return ci
+}
+
+var (
+	syncSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "rampart", Subsystem: "cluster", Name: "sync_duration_seconds",
+		Help:    "Duration of one sync round of a shared stick table with Redis.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+	}, []string{"table"})
+	syncErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "rampart", Subsystem: "cluster", Name: "sync_errors_total",
+		Help: "Sync rounds of a shared stick table that failed to reach Redis.",
+	}, []string{"table"})
+	roundTripsDesc = prometheus.NewDesc("rampart_cluster_redis_round_trips_total", "Pipelined Redis round trips of a shared stick table's syncs.", []string{"table"}, nil)
+	outageDesc     = prometheus.NewDesc("rampart_cluster_outage", "1 while the last sync of a shared stick table failed to reach Redis.", []string{"table"}, nil)
+	edgesDesc      = prometheus.NewDesc("rampart_cluster_edges", "Edges that synced a shared stick table within the last 3 × sync.", []string{"table"}, nil)
+	lostDesc       = prometheus.NewDesc("rampart_cluster_lost_deltas_total", "Entry deltas dropped because Redis confirmed none of the last 64 batches.", []string{"table"}, nil)
+)
+
+// clusterCollector reports the syncers of one config's app.
+type clusterCollector struct{ app *App }
+
+// Describe implements prometheus.Collector.
+func (clusterCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- roundTripsDesc
+	ch <- outageDesc
+	ch <- edgesDesc
+	ch <- lostDesc
+}
+
+// Collect implements prometheus.Collector.
+func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, sh := range c.app.shared {
+		st := sh.syncer.Stats()
+		outage := 0.0
+		if sh.outage.Load() {
+			outage = 1
+		}
+		ch <- prometheus.MustNewConstMetric(roundTripsDesc, prometheus.CounterValue, float64(st.RoundTrips), sh.lt.name)
+		ch <- prometheus.MustNewConstMetric(outageDesc, prometheus.GaugeValue, outage, sh.lt.name)
+		ch <- prometheus.MustNewConstMetric(edgesDesc, prometheus.GaugeValue, float64(len(st.Edges)), sh.lt.name)
+		ch <- prometheus.MustNewConstMetric(lostDesc, prometheus.CounterValue, float64(st.Lost), sh.lt.name)
+	}
+}
