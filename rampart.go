@@ -13,6 +13,7 @@ import (
 
 	_ "github.com/rampart-edge/caddy-rampart/caddyfile" // with cache-handler's `cache`
 	_ "github.com/rampart-edge/caddy-rampart/modules/cache"
+	_ "github.com/rampart-edge/caddy-rampart/modules/cluster"
 	_ "github.com/rampart-edge/caddy-rampart/modules/forwardproxy"
 	_ "github.com/rampart-edge/caddy-rampart/modules/hideorigin"
 	_ "github.com/rampart-edge/caddy-rampart/modules/passthrough"
