@@ -96,6 +96,7 @@ func (h Handler) checkOptions() error { return h.provisionOptions(true) }
 //	    allow <cidr>...
 //	    deny 403 | close
 //	    replay_cache <entries>
+//	    replay_cache cluster [local|deny]
 //	}
 func (l *OriginLock) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -131,6 +132,12 @@ func (l *OriginLock) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "replay_cache":
 			if !d.NextArg() {
 				return d.ArgErr()
+			}
+			if d.Val() == "cluster" {
+				if err := l.unmarshalReplayCluster(d); err != nil {
+					return err
+				}
+				continue
 			}
 			n, err := strconv.Atoi(d.Val())
 			if err != nil {

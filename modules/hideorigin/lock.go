@@ -55,10 +55,20 @@ type OriginLock struct {
 	// full, new requests are refused rather than fresh nonces forgotten.
 	ReplayCache int `json:"replay_cache,omitempty"`
 
+	// ReplayCluster shares the replay cache with the other origin
+	// instances through the stick_cluster app's Redis (a nonce is recorded
+	// with an atomic SET NX that expires after the 2 × max_skew validity
+	// window), so a request replayed to another instance is refused. While
+	// Redis cannot be reached, "local" admits with this instance's own cache
+	// (logged once a second, metered), "deny" refuses signed requests.
+	// Empty (default): the replay cache is this instance's only.
+	ReplayCluster string `json:"replay_cluster,omitempty"`
+
 	verifier *sign.Verifier
 	allow    []netip.Prefix
 	close    bool
 	poolKey  string
+	shared   *sharedReplays
 	logger   *zap.Logger
 }
 
@@ -84,7 +94,7 @@ func (OriginLock) CaddyModule() caddy.ModuleInfo {
 // Provision parses keys and CIDRs and gets the replay cache.
 func (l *OriginLock) Provision(ctx caddy.Context) error {
 	l.logger = ctx.Logger()
-	if err := metrics.Register(ctx, metricRewrites, metricActions, metricLock); err != nil {
+	if err := metrics.Register(ctx, metricRewrites, metricActions, metricLock, metricReplayOutage, metricReplayUnshared); err != nil {
 		return fmt.Errorf("origin_lock: metrics: %v", err)
 	}
 	if len(l.Keys) == 0 {
@@ -130,6 +140,17 @@ func (l *OriginLock) Provision(ctx caddy.Context) error {
 		l.close = true
 	default:
 		return fmt.Errorf("origin_lock: deny %q is not 403 or close", l.Deny)
+	}
+	switch l.ReplayCluster {
+	case "":
+	case ReplayClusterLocal, ReplayClusterDeny:
+		shared, err := newSharedReplays(ctx, l.ReplayCluster, 2*skew, l.logger)
+		if err != nil {
+			return err
+		}
+		l.shared = shared
+	default:
+		return fmt.Errorf("origin_lock: replay_cluster %q is not local or deny", l.ReplayCluster)
 	}
 	sort.Strings(ids)
 	l.poolKey = fmt.Sprintf("origin_lock/%s/%s/%d", strings.Join(ids, ","), skew, capacity)
@@ -181,6 +202,14 @@ func (l *OriginLock) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	sig, err := l.verifier.Verify(r.Header.Get(sign.Header), r.Method, r.Host, r.RequestURI)
 	if err != nil {
 		return l.deny(r, lockResult(err), err)
+	}
+	if l.shared != nil {
+		switch err := l.shared.check(r.Context(), sig.Nonce[:]); {
+		case errors.Is(err, errReplayShared):
+			return l.deny(r, "replay", err)
+		case err != nil:
+			return l.deny(r, "cluster_unavailable", err)
+		}
 	}
 	lockOK.Inc()
 	delete(r.Header, sign.Header)

@@ -15,7 +15,7 @@ var (
 	}, []string{"action"})
 	metricLock = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "rampart", Subsystem: "origin_lock", Name: "requests_total",
-		Help: "Requests checked by origin_lock, by result (ok, missing, malformed, unknown_key, bad_signature, stale, replay, cache_full, not_allowed).",
+		Help: "Requests checked by origin_lock, by result (ok, missing, malformed, unknown_key, bad_signature, stale, replay, cache_full, cluster_unavailable, not_allowed).",
 	}, []string{"result"})
 )
 
