@@ -25,9 +25,16 @@ func ipKeys(s *Schema, n int) []Key {
 // BenchmarkTrackRead is the hot path of an HTTP request on an existing key:
 // track (count the request and hold the entry), read a rate as the stick
 // matcher does, and release with the response. Target: ≤150 ns/op, 0 allocs.
-func BenchmarkTrackRead(b *testing.B) {
+func BenchmarkTrackRead(b *testing.B) { benchTrackRead(b, false) }
+
+// BenchmarkTrackReadShared is BenchmarkTrackRead on a replicated (shared)
+// table: the request path also records deltas and dirty marks.
+func BenchmarkTrackReadShared(b *testing.B) { benchTrackRead(b, true) }
+
+func benchTrackRead(b *testing.B, replicated bool) {
 	defer StartClock()()
 	s := benchSchema(b)
+	s.Replicated = replicated
 	tb, err := New(s, Options{Size: 1 << 20, Expire: 10 * time.Minute})
 	if err != nil {
 		b.Fatal(err)
