@@ -15,7 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/certmagic"
-	
+
 	"github.com/rampart-edge/caddy-rampart/integration/harness"
 	"github.com/rampart-edge/caddy-rampart/modules/cluster"
 )
