@@ -2,7 +2,6 @@ package hideorigin_test
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -86,17 +85,23 @@ func TestOriginLockReplayCluster(t *testing.T) {
 		{"replay_cache cluster", http.StatusForbidden},      // shared: refused
 		{"replay_cache cluster deny", http.StatusForbidden}, // shared, deny on outage: refused too
 	} {
-		a, b, _ := replayOrigins(t, redisAddr, tc.mode)
-		h := newSignature(t)
-		if got := signedGet(t, a, h); got != http.StatusOK {
-			t.Fatalf("%q: first use of a signature: %d", tc.mode, got)
-		}
-		if got := signedGet(t, a, h); got != http.StatusForbidden {
-			t.Fatalf("%q: replay to the same instance: %d", tc.mode, got)
-		}
-		if got := signedGet(t, b, h); got != tc.wantReplay {
-			t.Fatalf("%q: replay to the other instance: %d, want %d", tc.mode, got, tc.wantReplay)
-		}
+		t.Run(tc.mode, func(t *testing.T) { checkReplayCluster(t, redisAddr, tc.mode, tc.wantReplay) })
+	}
+}
+
+// checkReplayCluster sends one signature to an instance twice, then to the
+// other.
+func checkReplayCluster(t *testing.T, redisAddr, mode string, wantReplay int) {
+	a, b, _ := replayOrigins(t, redisAddr, mode)
+	h := newSignature(t)
+	if got := signedGet(t, a, h); got != http.StatusOK {
+		t.Fatalf("%q: first use of a signature: %d", mode, got)
+	}
+	if got := signedGet(t, a, h); got != http.StatusForbidden {
+		t.Fatalf("%q: replay to the same instance: %d", mode, got)
+	}
+	if got := signedGet(t, b, h); got != wantReplay {
+		t.Fatalf("%q: replay to the other instance: %d, want %d", mode, got, wantReplay)
 	}
 }
 
@@ -112,45 +117,40 @@ func TestOriginLockReplayClusterOutage(t *testing.T) {
 		{"replay_cache cluster local", http.StatusOK},
 		{"replay_cache cluster deny", http.StatusForbidden},
 	} {
-		redisAddr, redis := harness.StartRedis(t)
-		a, _, c := replayOrigins(t, redisAddr, tc.mode)
-		if got := signedGet(t, a, newSignature(t)); got != http.StatusOK {
-			t.Fatalf("%q: with Redis up: %d", tc.mode, got)
+		t.Run(tc.mode, func(t *testing.T) { checkReplayOutage(t, tc.mode, tc.wantFresh) })
+	}
+}
+
+// checkReplayOutage kills Redis under an origin instance.
+func checkReplayOutage(t *testing.T, mode string, wantFresh int) {
+	redisAddr, redis := harness.StartRedis(t)
+	a, _, c := replayOrigins(t, redisAddr, mode)
+	if got := signedGet(t, a, newSignature(t)); got != http.StatusOK {
+		t.Fatalf("%q: with Redis up: %d", mode, got)
+	}
+	harness.KillRedis(t, redis, redisAddr)
+	start := time.Now()
+	for range 5 {
+		h := newSignature(t)
+		if got := signedGet(t, a, h); got != wantFresh {
+			t.Fatalf("%q: fresh request with Redis down: %d, want %d", mode, got, wantFresh)
 		}
-		if err := redis.Cmd.Process.Kill(); err != nil {
-			t.Fatal(err)
+		if got := signedGet(t, a, h); got != http.StatusForbidden {
+			t.Fatalf("%q: replay to the same instance with Redis down: %d", mode, got)
 		}
-		for {
-			c, err := net.DialTimeout("tcp", redisAddr, 100*time.Millisecond)
-			if err != nil {
-				break
-			}
-			c.Close()
-			time.Sleep(20 * time.Millisecond)
-		}
-		start := time.Now()
-		for range 5 {
-			h := newSignature(t)
-			if got := signedGet(t, a, h); got != tc.wantFresh {
-				t.Fatalf("%q: fresh request with Redis down: %d, want %d", tc.mode, got, tc.wantFresh)
-			}
-			if got := signedGet(t, a, h); got != http.StatusForbidden {
-				t.Fatalf("%q: replay to the same instance with Redis down: %d", tc.mode, got)
-			}
-		}
-		if took := time.Since(start); took > 5*time.Second {
-			t.Fatalf("%q: ten requests with Redis down took %s", tc.mode, took)
-		}
-		_, metrics := c.AdminRequest(http.MethodGet, "/metrics", nil)
-		if !strings.Contains(metrics, "rampart_origin_lock_replay_cluster_outage 1") {
-			t.Fatalf("%q: outage gauge is not 1", tc.mode)
-		}
-		want := "rampart_origin_lock_replay_cluster_unshared_total"
-		if tc.mode == "replay_cache cluster deny" {
-			want = `rampart_origin_lock_requests_total{result="cluster_unavailable"}`
-		}
-		if !strings.Contains(metrics, want) {
-			t.Fatalf("%q: no %s in /metrics", tc.mode, want)
-		}
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("%q: ten requests with Redis down took %s", mode, took)
+	}
+	_, metrics := c.AdminRequest(http.MethodGet, "/metrics", nil)
+	if !strings.Contains(metrics, "rampart_origin_lock_replay_cluster_outage 1") {
+		t.Fatalf("%q: outage gauge is not 1", mode)
+	}
+	want := "rampart_origin_lock_replay_cluster_unshared_total"
+	if mode == "replay_cache cluster deny" {
+		want = `rampart_origin_lock_requests_total{result="cluster_unavailable"}`
+	}
+	if !strings.Contains(metrics, want) {
+		t.Fatalf("%q: no %s in /metrics", mode, want)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -16,7 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/certmagic"
-	
+
 	"github.com/rampart-edge/caddy-rampart/integration/harness"
 	"github.com/rampart-edge/caddy-rampart/modules/cluster"
 )
@@ -286,18 +285,7 @@ func TestStorageRedisDown(t *testing.T) {
 	if err := s.Store(ctx, "k", []byte("v")); err != nil {
 		t.Fatal(err)
 	}
-	if err := redis.Cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	// The harness reaps the process; wait until the port refuses.
-	for {
-		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
-		if err != nil {
-			break
-		}
-		c.Close()
-		time.Sleep(20 * time.Millisecond)
-	}
+	harness.KillRedis(t, redis, addr)
 	start := time.Now()
 	if _, err := s.Load(ctx, "k"); err == nil || errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("Load with Redis down: %v", err)

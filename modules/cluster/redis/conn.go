@@ -119,6 +119,7 @@ func (t Target) options() (*goredis.UniversalOptions, error) {
 		PoolTimeout:           t.Timeout,
 		ContextTimeoutEnabled: true,
 		MaxRetries:            -1,
+		DialerRetries:         1, // one dial attempt: go-redis would try 5, 100ms apart
 		DisableIdentity:       true,
 	}, nil
 }
