@@ -2,19 +2,35 @@ package table
 
 import (
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
+
+// tickers counts the goroutines running tickClock once it is want, or
+// after a second (other goroutines of the test binary come and go, so the
+// total would be a flaky measure; a ticker just started, or just stopped
+// and still unwinding, takes a moment to show in or leave the stacks).
+func tickers(want int) int {
+	buf := make([]byte, 1<<20)
+	n := 0
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if n = strings.Count(string(buf[:runtime.Stack(buf, true)]), "table.tickClock("); n == want {
+			break
+		}
+	}
+	return n
+}
 
 // TestClockStopsWithLastUser: the ticker goroutine runs while the clock has
 // users and is gone once the last one stops; CoarseNow follows the wall
 // clock in both states.
 func TestClockStopsWithLastUser(t *testing.T) {
-	base := runtime.NumGoroutine()
+	base := tickers(0)
 	stop1 := StartClock()
 	stop2 := StartClock()
-	if got := runtime.NumGoroutine(); got != base+1 {
-		t.Fatalf("two users: %d goroutines, want %d (one ticker)", got, base+1)
+	if got := tickers(base + 1); got != base+1 {
+		t.Fatalf("two users: %d tickers, want %d (one ticker)", got, base+1)
 	}
 	time.Sleep(5 * time.Millisecond)
 	if d := time.Now().UnixMilli() - CoarseNow(); d < -2 || d > 50 {
@@ -22,12 +38,12 @@ func TestClockStopsWithLastUser(t *testing.T) {
 	}
 	stop1()
 	stop1() // a second call is harmless
-	if got := runtime.NumGoroutine(); got != base+1 {
-		t.Fatalf("one user left: %d goroutines, want %d", got, base+1)
+	if got := tickers(base + 1); got != base+1 {
+		t.Fatalf("one user left: %d tickers, want %d", got, base+1)
 	}
 	stop2()
-	if got := runtime.NumGoroutine(); got != base {
-		t.Fatalf("no user: %d goroutines, want %d (ticker stopped)", got, base)
+	if got := tickers(base); got != base {
+		t.Fatalf("no user: %d tickers, want %d (ticker stopped)", got, base)
 	}
 	if d := time.Now().UnixMilli() - CoarseNow(); d < -2 || d > 2 {
 		t.Errorf("stopped clock off by %d ms", d)
