@@ -147,9 +147,16 @@ func (l *OriginLock) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("origin_lock: unknown option %q", opt)
 		}
+		if err := l.checkOptions(); err != nil {
+			return d.WrapErr(err)
+		}
 	}
 	return nil
 }
+
+// checkOptions runs Provision's checks of the options parsed so far on a
+// copy of l, as Handler.checkOptions does.
+func (l OriginLock) checkOptions() error { return l.provisionOptions(true) }
 
 // Interface guards
 var (

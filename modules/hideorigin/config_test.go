@@ -27,11 +27,11 @@ func TestConfigErrors(t *testing.T) {
 		"bad strip":   {"hide_origin {\n\t\tstrip \"Bad Header\"\n\t}", `{"handler":"hide_origin","strip":["Bad Header"]}`, `hide_origin: strip/keep: invalid header name "Bad Header"`, true},
 		"bad body":    {"hide_origin {\n\t\tbody text/html html\n\t}", `{"handler":"hide_origin","body":["text/html","html"]}`, `hide_origin: body: "html" is not a media type, type/* or */*+suffix`, true},
 		"short key":   {"hide_origin {\n\t\tsign short\n\t}", `{"handler":"hide_origin","sign":"short"}`, `hide_origin: sign: key is 5 bytes long, at least 16 are required`, true},
-		"bad allow":   {"origin_lock 0123456789abcdef0123 {\n\t\tallow 10.0.0.0/33\n\t}", `{"handler":"origin_lock","keys":["0123456789abcdef0123"],"allow":["10.0.0.0/33"]}`, `origin_lock: allow: "10.0.0.0/33" is not an IP address or CIDR range`, false},
-		"bad deny":    {"origin_lock 0123456789abcdef0123 {\n\t\tdeny silently\n\t}", `{"handler":"origin_lock","keys":["0123456789abcdef0123"],"deny":"silently"}`, `origin_lock: deny "silently" is not 403 or close`, false},
+		"bad allow":   {"origin_lock 0123456789abcdef0123 {\n\t\tallow 10.0.0.0/33\n\t}", `{"handler":"origin_lock","keys":["0123456789abcdef0123"],"allow":["10.0.0.0/33"]}`, `origin_lock: allow: "10.0.0.0/33" is not an IP address or CIDR range`, true},
+		"bad deny":    {"origin_lock 0123456789abcdef0123 {\n\t\tdeny silently\n\t}", `{"handler":"origin_lock","keys":["0123456789abcdef0123"],"deny":"silently"}`, `origin_lock: deny "silently" is not 403 or close`, true},
 		"no key":      {"origin_lock {\n\t\tmax_skew 30s\n\t}", `{"handler":"origin_lock","max_skew":30000000000}`, `origin_lock: at least one key is required`, false},
-		"bad skew":    {"origin_lock 0123456789abcdef0123 {\n\t\tmax_skew -5s\n\t}", `{"handler":"origin_lock","keys":["0123456789abcdef0123"],"max_skew":-5000000000}`, `origin_lock: max_skew -5s is negative`, false},
-		"bad replays": {"origin_lock 0123456789abcdef0123 {\n\t\treplay_cache -1\n\t}", `{"handler":"origin_lock","keys":["0123456789abcdef0123"],"replay_cache":-1}`, `origin_lock: replay_cache -1 is negative`, false},
+		"bad skew":    {"origin_lock 0123456789abcdef0123 {\n\t\tmax_skew -5s\n\t}", `{"handler":"origin_lock","keys":["0123456789abcdef0123"],"max_skew":-5000000000}`, `origin_lock: max_skew -5s is negative`, true},
+		"bad replays": {"origin_lock 0123456789abcdef0123 {\n\t\treplay_cache -1\n\t}", `{"handler":"origin_lock","keys":["0123456789abcdef0123"],"replay_cache":-1}`, `origin_lock: replay_cache -1 is negative`, true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte("{\n\tadmin off\n}\nhttp://127.0.0.1:1 {\n\t"+c.site+"\n}\n"), nil)

@@ -67,6 +67,9 @@ type OriginLock struct {
 	verifier *sign.Verifier
 	allow    []netip.Prefix
 	close    bool
+	keys     []sign.Key    // parsed Keys
+	skew     time.Duration // MaxSkew or its default
+	capacity int           // ReplayCache or its default
 	poolKey  string
 	shared   *sharedReplays
 	logger   *zap.Logger
@@ -100,57 +103,20 @@ func (l *OriginLock) Provision(ctx caddy.Context) error {
 	if len(l.Keys) == 0 {
 		return errors.New("origin_lock: at least one key is required")
 	}
-	repl := caddy.NewReplacer()
-	var keys []sign.Key
-	var ids []string
-	for _, raw := range l.Keys {
-		secret := repl.ReplaceKnown(raw, "")
-		if secret == "" || strings.Contains(secret, "{") {
-			return fmt.Errorf("origin_lock: key %s is empty or has an unknown placeholder", redact(raw))
-		}
-		k, err := sign.NewKey(secret)
-		if err != nil {
-			return fmt.Errorf("origin_lock: key %s: %v", redact(raw), err)
-		}
-		keys = append(keys, k)
-		ids = append(ids, k.ID)
+	if err := l.provisionOptions(false); err != nil {
+		return err
 	}
-	skew := time.Duration(l.MaxSkew)
-	if skew == 0 {
-		skew = 30 * time.Second
+	keys, skew, capacity := l.keys, l.skew, l.capacity
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = k.ID
 	}
-	if skew < 0 {
-		return fmt.Errorf("origin_lock: max_skew %s is negative", skew)
-	}
-	capacity := l.ReplayCache
-	if capacity == 0 {
-		capacity = defaultReplayCache
-	}
-	if capacity < 0 {
-		return fmt.Errorf("origin_lock: replay_cache %d is negative", capacity)
-	}
-	allow, err := netaddr.ParsePrefixes(l.Allow)
-	if err != nil {
-		return fmt.Errorf("origin_lock: allow: %v", err)
-	}
-	l.allow = allow
-	switch l.Deny {
-	case "", "403":
-	case "close":
-		l.close = true
-	default:
-		return fmt.Errorf("origin_lock: deny %q is not 403 or close", l.Deny)
-	}
-	switch l.ReplayCluster {
-	case "":
-	case ReplayClusterLocal, ReplayClusterDeny:
+	if l.ReplayCluster != "" { // local or deny, checked by provisionOptions
 		shared, err := newSharedReplays(ctx, l.ReplayCluster, 2*skew, l.logger)
 		if err != nil {
 			return err
 		}
 		l.shared = shared
-	default:
-		return fmt.Errorf("origin_lock: replay_cluster %q is not local or deny", l.ReplayCluster)
 	}
 	sort.Strings(ids)
 	l.poolKey = fmt.Sprintf("origin_lock/%s/%s/%d", strings.Join(ids, ","), skew, capacity)
@@ -165,6 +131,61 @@ func (l *OriginLock) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("origin_lock: %v", err)
 	}
 	l.verifier = v
+	return nil
+}
+
+// provisionOptions checks and compiles the options that need no running
+// config. checkOptions calls it after every Caddyfile option with adapting
+// set, so a bad value is reported at the user's line; keys with
+// placeholders are then left for the load, where they are known.
+func (l *OriginLock) provisionOptions(adapting bool) error {
+	repl := caddy.NewReplacer()
+	l.keys = nil
+	for _, raw := range l.Keys {
+		if adapting && strings.Contains(raw, "{") {
+			continue
+		}
+		secret := repl.ReplaceKnown(raw, "")
+		if secret == "" || strings.Contains(secret, "{") {
+			return fmt.Errorf("origin_lock: key %s is empty or has an unknown placeholder", redact(raw))
+		}
+		k, err := sign.NewKey(secret)
+		if err != nil {
+			return fmt.Errorf("origin_lock: key %s: %v", redact(raw), err)
+		}
+		l.keys = append(l.keys, k)
+	}
+	l.skew = time.Duration(l.MaxSkew)
+	if l.skew == 0 {
+		l.skew = 30 * time.Second
+	}
+	if l.skew < 0 {
+		return fmt.Errorf("origin_lock: max_skew %s is negative", l.skew)
+	}
+	l.capacity = l.ReplayCache
+	if l.capacity == 0 {
+		l.capacity = defaultReplayCache
+	}
+	if l.capacity < 0 {
+		return fmt.Errorf("origin_lock: replay_cache %d is negative", l.capacity)
+	}
+	allow, err := netaddr.ParsePrefixes(l.Allow)
+	if err != nil {
+		return fmt.Errorf("origin_lock: allow: %v", err)
+	}
+	l.allow = allow
+	switch l.Deny {
+	case "", "403":
+	case "close":
+		l.close = true
+	default:
+		return fmt.Errorf("origin_lock: deny %q is not 403 or close", l.Deny)
+	}
+	switch l.ReplayCluster {
+	case "", ReplayClusterLocal, ReplayClusterDeny:
+	default:
+		return fmt.Errorf("origin_lock: replay_cluster %q is not local or deny", l.ReplayCluster)
+	}
 	return nil
 }
 
