@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -103,26 +102,15 @@ for url in sys.argv[3:]:
 // Chromium through the HTTPS proxy (--proxy-server=https://...), which
 // Chromium talks HTTP/2 to: the page arrives through an HTTP/2 CONNECT.
 func TestChromium(t *testing.T) {
-	chromium := harness.Peer(t, "chromium", "chromium")
 	e := newEnv(t)
 	config := strings.Replace(baseConfig, ":${SECURE} {\n", ":${SECURE} {\n\tlog {\n\t\toutput file ${ACCESS}\n\t\tformat json\n\t}\n", 1)
 	e.start(config)
-	profile := filepath.Join(t.TempDir(), "profile")
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromium),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
+	opts := harness.Chromium(t,
 		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(profile),
-		chromedp.ProxyServer("https://localhost:" + portOf(e.secure)),
+		chromedp.ProxyServer("https://localhost:"+portOf(e.secure)),
 		// the proxy and the origin have self-signed certificates
 		chromedp.Flag("ignore-certificate-errors", true),
-	}
+	)
 	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	defer cancel()
 	ctx, cancel := chromedp.NewContext(actx)

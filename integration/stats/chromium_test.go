@@ -24,25 +24,13 @@ import (
 // $RAMPART_STATS_SCREENSHOT when set: that is how docs/stats-page.png is
 // made).
 func TestPageInChromium(t *testing.T) {
-	chromium := harness.Peer(t, "chromium", "chromium")
+	opts := harness.Chromium(t, chromedp.WindowSize(1100, 640))
 	a, b := startOrigin(t, "a"), startOrigin(t, "b")
 	e := startEdge(t, "handle /stats* {\n\t\trampart_stats admin\n\t}", a, b)
 	for range 6 {
 		get(t, e.url+"/?ms=3")
 	}
 
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromium),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(filepath.Join(t.TempDir(), "profile")),
-		chromedp.WindowSize(1100, 640),
-	}
 	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	defer cancel()
 	ctx, cancel := chromedp.NewContext(actx)
