@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -51,15 +52,24 @@ func missingPeer(t testing.TB, msg string) {
 	t.Skip(msg)
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port that was free on every address a moment ago.
+// It is picked below Linux's ephemeral range (32768-60999), where the kernel
+// never places the local end of an outgoing connection: a port from ":0"
+// could be taken by any client socket of a test running in parallel before
+// the test binds it.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
+	const low, high = 20000, 32768
+	for range 200 {
+		port := low + rand.IntN(high-low)
+		ln, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
+		if err == nil {
+			ln.Close()
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatalf("no free port in %d-%d after 200 tries", low, high-1)
+	return 0
 }
 
 // WaitListening waits until addr accepts TCP connections or fails the test.
