@@ -164,8 +164,14 @@ func burstInOnePeriod(t *testing.T, c *harness.Caddy, n int) []int {
 		if status, body := c.AdminRequest(http.MethodDelete, "/stick-tables/per_ip/127.0.0.1", nil); status != http.StatusOK && status != http.StatusNotFound {
 			t.Fatalf("DELETE: %d %s", status, body)
 		}
-		if into := time.Duration(time.Now().UnixMilli()%period.Milliseconds()) * time.Millisecond; into > period/2 {
-			time.Sleep(period - into)
+		// Start a second into a period: the table's coarse clock may lag
+		// the wall clock on a loaded machine, and a burst right at the
+		// boundary would then begin in the table's previous period.
+		switch into := time.Duration(time.Now().UnixMilli()%period.Milliseconds()) * time.Millisecond; {
+		case into < time.Second:
+			time.Sleep(time.Second - into)
+		case into > period/2:
+			time.Sleep(period - into + time.Second)
 		}
 		start := time.Now().UnixMilli() / period.Milliseconds()
 		var codes []int
