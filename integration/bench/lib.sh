@@ -77,3 +77,6 @@ ab_ratio() {
 	done
 	echo "  ratio B/A = $(echo "scale=4; $sum_b / $sum_a" | bc -l)"
 }
+
+# cpu_ticks PID: user+system CPU time of a process, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

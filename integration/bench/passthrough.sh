@@ -148,8 +148,6 @@ CONNS_HAPROXY=${CONNS_HAPROXY:-$CONNS}
 add() { echo "$1 + $2" | bc -l; }
 ratio() { echo "scale=3; $1 / $2" | bc -l; }
 
-# cpu_ticks PID: user+system CPU time of a process, in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK_US=$(echo "1000000 / $(getconf CLK_TCK)" | bc)
 
 # conn_run PORT PID SECONDS [CONCURRENCY]: "<connections> <CPU µs per

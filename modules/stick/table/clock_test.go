@@ -49,3 +49,46 @@ func TestClockStopsWithLastUser(t *testing.T) {
 		t.Errorf("stopped clock off by %d ms", d)
 	}
 }
+
+// TestClockParksWhenIdle: a started clock that nobody reads stops ticking
+// (an idle edge with a stick table must not wake a thousand times a
+// second), reads the wall clock meanwhile, and ticks again once reads come
+// in quickly.
+func TestClockParksWhenIdle(t *testing.T) {
+	stop := StartClock()
+	defer stop()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("after 5 s: %s", what)
+			}
+		}
+	}
+	waitFor("the unread clock still ticks", func() bool { return coarseMs.Load() == 0 })
+	if d := time.Now().UnixMilli() - CoarseNow(); d < -2 || d > 2 {
+		t.Errorf("parked clock off by %d ms", d)
+	}
+	waitFor("busy reads did not wake the clock", func() bool {
+		for range 64 {
+			CoarseNow()
+		}
+		return coarseMs.Load() != 0
+	})
+	time.Sleep(5 * time.Millisecond)
+	if d := time.Now().UnixMilli() - CoarseNow(); d < -2 || d > 50 {
+		t.Errorf("woken clock off by %d ms", d)
+	}
+	waitFor("the clock did not park again", func() bool { return coarseMs.Load() == 0 })
+}
+
+// BenchmarkCoarseNow is the read every table operation makes.
+func BenchmarkCoarseNow(b *testing.B) {
+	defer StartClock()()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			CoarseNow()
+		}
+	})
+}
