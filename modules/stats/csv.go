@@ -2,6 +2,7 @@ package stats
 
 import (
 	"encoding/csv"
+	"encoding/json"
 	"io"
 	"strconv"
 	"strings"
@@ -73,14 +74,23 @@ func writeCSV(w io.Writer, s Snapshot) error {
 		_ = cw.Write(row("section", "stick_table", "kind", t.Type, "group", t.Name, "current", strconv.Itoa(t.Used), "total", strconv.Itoa(t.Size)))
 	}
 	for _, t := range s.StickTables {
-		if cl := t.Cluster; cl != nil {
-			state := "disconnected"
-			if cl.Connected {
-				state = "connected"
-			}
-			_ = cw.Write(row("section", "stick_cluster", "kind", cl.Mode, "group", t.Name, "name", strings.Join(cl.Edges, " "),
-				"state", state, "total", u(cl.Syncs), "fails_total", u(cl.Errors), "last_check", cl.LastSync))
+		var cl struct { // the fields of the stick API's cluster object a row shows
+			Mode      string
+			LastSync  string `json:"last_sync"`
+			Connected bool
+			Edges     []string
+			Syncs     uint64
+			Errors    uint64
 		}
+		if t.Cluster == nil || json.Unmarshal(t.Cluster, &cl) != nil {
+			continue
+		}
+		state := "disconnected"
+		if cl.Connected {
+			state = "connected"
+		}
+		_ = cw.Write(row("section", "stick_cluster", "kind", cl.Mode, "group", t.Name, "name", strings.Join(cl.Edges, " "),
+			"state", state, "total", u(cl.Syncs), "fails_total", u(cl.Errors), "last_check", cl.LastSync))
 	}
 	for _, sec := range s.Sections {
 		for _, r := range sec.Rows {

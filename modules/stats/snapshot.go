@@ -102,26 +102,9 @@ type StickTable struct {
 	// Top keys, highest first, with their values.
 	Top []json.RawMessage `json:"top"`
 	// Cluster is the sync state of a table shared through Redis (absent
-	// for a local table), as the stick-table API reports it.
-	Cluster *Cluster `json:"cluster,omitempty"`
-}
-
-// Cluster is a shared stick table's sync state.
-type Cluster struct {
-	// Mode of sharing (async).
-	Mode string `json:"mode"`
-	// Connected is whether the last sync reached Redis.
-	Connected bool `json:"connected"`
-	// LastSync is the time of the last successful sync (RFC 3339), empty
-	// before the first.
-	LastSync string `json:"last_sync,omitempty"`
-	// Edges that synced within the last 3 × sync interval.
-	Edges []string `json:"edges"`
-	// Syncs, Errors and RoundTrips count sync rounds, failed rounds and
-	// Redis round trips since the table's start.
-	Syncs      uint64 `json:"syncs"`
-	Errors     uint64 `json:"errors"`
-	RoundTrips uint64 `json:"round_trips"`
+	// for a local table), as the stick-table API reports it: mode,
+	// connected, last_sync, edges, syncs, errors, round_trips.
+	Cluster json.RawMessage `json:"cluster,omitempty"`
 }
 
 // Section is one module's figures.
