@@ -19,7 +19,8 @@ import (
 // TestPageInChromium loads the page of a `rampart_stats admin` site in a
 // real headless Chromium (Caddy's admin endpoint refuses browser
 // navigations: they carry Sec-Fetch-Mode without an Origin), sends traffic, and sees in the rendered DOM that the counters
-// move without a reload; the drain button changes the upstream's state.
+// move without a reload; the drain and drain sticky buttons change the
+// upstream's state.
 // No console errors; a screenshot goes to the test's temp dir (and to
 // $RAMPART_STATS_SCREENSHOT when set: that is how docs/stats-page.png is
 // made).
@@ -106,6 +107,20 @@ func TestPageInChromium(t *testing.T) {
 	for _, u := range stats(t, e.caddy).Upstreams {
 		if u.Address == a.addr && u.State != "drain" {
 			t.Errorf("after the drain button a is %q", u.State)
+		}
+	}
+	// a drained upstream's "drain sticky" button: keep_sticky
+	sticky := fmt.Sprintf(`#upstreams tr[data-upstream=%q] button[data-state="drain-sticky"]`, a.addr)
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](fmt.Sprintf("document.querySelector(%q).click(), true", sticky))); err != nil {
+		t.Fatalf("drain sticky button: %v", err)
+	}
+	waitFor(t, 10*time.Second, "the drain sticky badge", func() bool {
+		text, err := chromedp.Run(ctx, chromedp.Evaluate[string](fmt.Sprintf("(document.querySelector(%q) || {}).textContent || ''", badge)))
+		return err == nil && text == "drain sticky"
+	})
+	for _, u := range stats(t, e.caddy).Upstreams {
+		if u.Address == a.addr && (u.State != "drain" || !u.KeepSticky) {
+			t.Errorf("after the drain sticky button a is %q, keep_sticky %v", u.State, u.KeepSticky)
 		}
 	}
 	for range 6 {

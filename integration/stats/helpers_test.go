@@ -77,17 +77,32 @@ type snapshot struct {
 		Address      string            `json:"address"`
 		State        string            `json:"state"`
 		StateBy      string            `json:"state_by"`
+		KeepSticky   bool              `json:"keep_sticky"`
 		Healthy      bool              `json:"healthy"`
 		Current      int64             `json:"current"`
 		Requests     uint64            `json:"requests"`
 		Responses    map[string]uint64 `json:"responses"`
 		LatencyAvgMs float64           `json:"latency_avg_ms"`
 		LatencyP99Ms float64           `json:"latency_p99_ms"`
+		Checks       *struct {
+			LastAt     *time.Time `json:"last_at"`
+			LastOK     bool       `json:"last_ok"`
+			Fails      int64      `json:"fails"`
+			FailsTotal uint64     `json:"fails_total"`
+		} `json:"checks"`
 	} `json:"upstreams"`
 	StickTables []struct {
-		Name string            `json:"name"`
-		Used int               `json:"used"`
-		Top  []json.RawMessage `json:"top"`
+		Name    string            `json:"name"`
+		Used    int               `json:"used"`
+		Top     []json.RawMessage `json:"top"`
+		Cluster *struct {
+			Mode      string   `json:"mode"`
+			Connected bool     `json:"connected"`
+			LastSync  string   `json:"last_sync"`
+			Edges     []string `json:"edges"`
+			Syncs     uint64   `json:"syncs"`
+			Errors    uint64   `json:"errors"`
+		} `json:"cluster"`
 	} `json:"stick_tables"`
 	Sections []struct {
 		Name string `json:"name"`

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -197,4 +198,69 @@ site.test {
 		t.Error("after ready, no new connection reached b1")
 	}
 	echoAll("ready")
+}
+
+// TestPassthroughCheckFigures: a passthrough route's health checks show on
+// the page, in the JSON and the CSV: the last check's time and result, the
+// consecutive and the total failed checks, for a live backend and for an
+// address nothing listens on.
+func TestPassthroughCheckFigures(t *testing.T) {
+	live := startTLSBackend(t, "live")
+	dead := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	httpsPort := harness.FreePort(t)
+	c := harness.RunCaddyfile(t, fmt.Sprintf(`{
+	http_port %d
+	https_port %d
+	local_certs
+	passthrough {
+		pass.test %s %s {
+			health_interval 100ms
+			health_timeout 1s
+			health_fails 2
+		}
+	}
+}
+
+site.test {
+	respond "terminated"
+}
+`, harness.FreePort(t), httpsPort, live.addr, dead))
+	harness.WaitListening(t, fmt.Sprintf("127.0.0.1:%d", httpsPort), 10*time.Second)
+	started := time.Now()
+	waitFor(t, 10*time.Second, "three failed checks of the dead address", func() bool {
+		for _, u := range stats(t, c).Upstreams {
+			if u.Address == dead && u.Checks != nil && u.Checks.FailsTotal >= 3 {
+				return true
+			}
+		}
+		return false
+	})
+	for _, u := range stats(t, c).Upstreams {
+		if u.Kind != "passthrough" {
+			continue
+		}
+		ch := u.Checks
+		switch {
+		case ch == nil || ch.LastAt == nil || ch.LastAt.Before(started.Add(-time.Second)):
+			t.Errorf("%s: checks %+v, want a recent last check", u.Address, ch)
+		case u.Address == live.addr && (!ch.LastOK || ch.Fails != 0 || ch.FailsTotal != 0 || !u.Healthy):
+			t.Errorf("live backend: %+v healthy=%v, want ok, no fails, healthy", *ch, u.Healthy)
+		case u.Address == dead && (ch.LastOK || ch.Fails < 3 || ch.Fails != int64(ch.FailsTotal) || u.Healthy):
+			t.Errorf("dead address: %+v healthy=%v, want failed, consecutive = total >= 3, down", *ch, u.Healthy)
+		}
+	}
+	_, csv := c.AdminRequest(http.MethodGet, "/rampart/stats.csv", nil)
+	found := false
+	for _, line := range strings.Split(csv, "\n") {
+		if strings.HasPrefix(line, "upstream,passthrough,") && strings.Contains(line, ","+dead+",ready,false,") {
+			found = true
+			cells := strings.Split(line, ",")
+			if last := cells[len(cells)-5:]; last[1] == "" || last[2] != "false" || last[3] == "0" || last[4] == "0" {
+				t.Errorf("CSV check cells of the dead address: %q", last)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no CSV row for the dead address:\n%s", csv)
+	}
 }

@@ -85,7 +85,7 @@ func TestFiguresAndFormats(t *testing.T) {
 
 	status, csv := e.caddy.AdminRequest(http.MethodGet, "/rampart/stats.csv", nil)
 	lines := strings.Split(strings.TrimSpace(csv), "\n")
-	const header = "section,kind,group,name,state,healthy,current,total,r1xx,r2xx,r3xx,r4xx,r5xx,rerror,latency_avg_ms,latency_p99_ms,value"
+	const header = "section,kind,group,name,state,healthy,current,total,r1xx,r2xx,r3xx,r4xx,r5xx,rerror,latency_avg_ms,latency_p99_ms,value,keep_sticky,last_check,last_check_ok,fails,fails_total"
 	if status != http.StatusOK || lines[0] != header {
 		t.Fatalf("stats.csv: %d, header %q", status, lines[0])
 	}
@@ -249,6 +249,8 @@ func TestBadInput(t *testing.T) {
 		{http.MethodPut, "/rampart/upstreams/" + a.addr, `drain`, http.StatusBadRequest, "JSON object"},
 		{http.MethodPut, "/rampart/upstreams/" + a.addr, `{"state":"drain","sticky":1}`, http.StatusBadRequest, "sticky"},
 		{http.MethodPut, "/rampart/upstreams/" + a.addr, `{}`, http.StatusBadRequest, `"state"`},
+		{http.MethodPut, "/rampart/upstreams/" + a.addr, `{"state":"maint","keep_sticky":true}`, http.StatusBadRequest, "keep_sticky applies to drain only"},
+		{http.MethodPut, "/rampart/upstreams/" + a.addr, `{"state":"drain","keep_sticky":"yes"}`, http.StatusBadRequest, "keep_sticky"},
 		{http.MethodPut, "/rampart/upstreams/" + a.addr, `{"state":"drain"} {}`, http.StatusBadRequest, "one JSON object"},
 		{http.MethodPut, "/rampart/upstreams/", `{"state":"drain"}`, http.StatusBadRequest, "needs an upstream"},
 		{http.MethodDelete, "/rampart/upstreams/" + a.addr, ``, http.StatusMethodNotAllowed, "DELETE"},

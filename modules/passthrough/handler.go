@@ -157,10 +157,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		cell := upstate.For(addr)
 		u := &engine.Upstream{Addr: addr, Conns: conns.(*engine.Counter), Held: cell.Held}
 		h.balancer.Upstreams = append(h.balancer.Upstreams, u)
-		h.leave = append(h.leave, upstate.Join(&upstate.Member{
+		member := &upstate.Member{
 			Kind: "passthrough", Group: h.Route, Addr: addr, Active: u.Active,
 			Healthy: func() bool { return u.Healthy() && cell.State() != upstate.Maint },
-		}))
+		}
+		if h.HealthChecks != nil && h.HealthChecks.Interval > 0 {
+			member.Checks = func() upstate.Checks { return upstate.Checks(u.Checks()) }
+		}
+		h.leave = append(h.leave, upstate.Join(member))
 		metrics.healthy.WithLabelValues(h.Route, addr).Set(1)
 	}
 	h.mConns = metrics.connections.WithLabelValues(h.Route)

@@ -18,7 +18,7 @@ func init() {
 //	GET /rampart/stats.json             the snapshot (Snapshot)
 //	GET /rampart/stats.csv              one row per object (csvColumns)
 //	GET /rampart/upstreams/[<upstream>] upstream rows
-//	PUT /rampart/upstreams/<upstream>   {"state": "ready"|"drain"|"maint"}
+//	PUT /rampart/upstreams/<upstream>   {"state": "ready"|"drain"|"maint", "keep_sticky": false}
 //	DELETE|PUT /rampart/stick-tables/<table>/<key>   stick-table actions
 //
 // When a config loads, the module also wraps the selection policy of each
@@ -37,15 +37,12 @@ func (*AdminAPI) CaddyModule() caddy.ModuleInfo {
 // Provision instruments the config's reverse_proxy handlers and sets up
 // the page's sources.
 func (a *AdminAPI) Provision(ctx caddy.Context) error {
-	if err := instrument(ctx); err != nil {
-		return err
-	}
 	svc, err := newService(ctx)
 	if err != nil {
 		return err
 	}
 	a.svc = svc
-	return nil
+	return instrument(ctx, svc.src.stick)
 }
 
 // adminURLs are the page's URLs on the admin endpoint.

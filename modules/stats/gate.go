@@ -1,11 +1,9 @@
 package stats
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"sort"
-	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -25,15 +23,27 @@ import (
 // the handler goroutine only: the handler's Transport is also read by its
 // active health checker's goroutine, so replacing it after provisioning
 // would race.
-type gate struct{ inner reverseproxy.Selector }
+type gate struct {
+	inner reverseproxy.Selector
+	// bound reports whether the policy's persistence (a cookie, a
+	// stick-table entry) binds the request to an upstream; nil when the
+	// policy has none. A drain with keep_sticky still gets bound requests.
+	bound func(r *http.Request, u *reverseproxy.Upstream) bool
+}
 
 // Select implements reverseproxy.Selector.
 func (g *gate) Select(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter) *reverseproxy.Upstream {
 	if upstate.AnyHeld() {
 		usable := make(reverseproxy.UpstreamPool, 0, len(pool))
 		for _, u := range pool {
-			if !upstate.For(u.Dial).Held() {
+			cell := upstate.For(u.Dial)
+			if !cell.Held() {
 				usable = append(usable, u)
+				continue
+			}
+			if g.bound != nil && cell.KeepsSticky() && u.Available() && g.bound(r, u) {
+				observe(r, u.Dial)
+				return u
 			}
 		}
 		pool = usable
@@ -45,17 +55,10 @@ func (g *gate) Select(pool reverseproxy.UpstreamPool, r *http.Request, w http.Re
 	return u
 }
 
-// flightVar is the request variable holding the request's *flight.
-const flightVar = "rampart_stats.flight"
-
-// flight is one proxied request: the upstream of its latest attempt, whose
-// response is recorded when the request ends.
-type flight struct{ fig atomic.Pointer[figures] }
-
 // observe counts an attempt to an upstream and, on the request's first
-// attempt, arranges for its response to be recorded when the request ends
-// (the server cancels the request's context when its handler returns).
-// Caddy's placeholders then hold the last attempt's status and latency.
+// attempt, queues the request so that its response is recorded once it
+// has ended (see flights). Caddy's placeholders then hold the last
+// attempt's status and latency.
 func observe(r *http.Request, addr string) {
 	fig := figuresFor(addr)
 	fig.requests.Inc()
@@ -64,11 +67,11 @@ func observe(r *http.Request, addr string) {
 		f.fig.Store(fig)
 		return
 	}
-	f := new(flight)
+	repl, _ := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	f := &flight{ctx: ctx, repl: repl}
 	f.fig.Store(fig)
 	caddyhttp.SetVar(ctx, flightVar, f)
-	repl, _ := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	context.AfterFunc(ctx, func() { f.fig.Load().record(repl) })
+	flights.add(f)
 }
 
 // instrument wraps the selection policy of every reverse_proxy handler of
@@ -76,7 +79,9 @@ func observe(r *http.Request, addr string) {
 // and handle_response routes) and lists their static upstreams in the
 // upstream registry until the config ends. It runs before the config's
 // servers start, so nothing reads the policies yet.
-func instrument(ctx caddy.Context) error {
+// stick is the config's stick-table admin API (nil without stick tables),
+// which tells the stick policy's bindings to a drain with keep_sticky.
+func instrument(ctx caddy.Context, stick caddy.AdminHandler) error {
 	app, err := ctx.AppIfConfigured("http")
 	if err != nil {
 		return nil // not configured, or its error is reported when Caddy loads it
@@ -90,7 +95,7 @@ func instrument(ctx caddy.Context) error {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	w := walker{ctx: ctx, seen: map[*reverseproxy.Handler]bool{}}
+	w := walker{ctx: ctx, stick: stick, seen: map[*reverseproxy.Handler]bool{}}
 	for _, name := range names {
 		srv := httpApp.Servers[name]
 		w.server, w.n = name, 0
@@ -113,6 +118,7 @@ func instrument(ctx caddy.Context) error {
 // walker finds the reverse_proxy handlers of one config.
 type walker struct {
 	ctx    caddy.Context
+	stick  caddy.AdminHandler
 	server string
 	n      int // reverse_proxy handlers found in this server so far
 	seen   map[*reverseproxy.Handler]bool
@@ -147,7 +153,8 @@ func (w *walker) proxy(h *reverseproxy.Handler) {
 	w.seen[h] = true
 	w.n++
 	group := fmt.Sprintf("%s #%d", w.server, w.n)
-	h.LoadBalancing.SelectionPolicy = &gate{inner: h.LoadBalancing.SelectionPolicy}
+	policy := h.LoadBalancing.SelectionPolicy
+	h.LoadBalancing.SelectionPolicy = &gate{inner: policy, bound: boundBy(policy, w.stick)}
 	for _, u := range h.Upstreams {
 		cell := upstate.For(u.Dial)
 		leave := upstate.Join(&upstate.Member{

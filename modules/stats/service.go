@@ -141,12 +141,15 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 type stateRequest struct {
 	// State is ready, drain or maint.
 	State *string `json:"state"`
+	// KeepSticky, with drain, still sends the upstream the requests its
+	// handler's lb_policy binds to it (cookie, stick).
+	KeepSticky bool `json:"keep_sticky"`
 }
 
 // upstreams serves /rampart/upstreams/<upstream> (rest is what follows
 // the prefix): GET lists the rows of every upstream (or of one address);
-// PUT {"state": "ready"|"drain"|"maint"} changes an address's state, when
-// admin. rest is the decoded path after the prefix; who names the client
+// PUT {"state": "ready"|"drain"|"maint", "keep_sticky": bool} changes an
+// address's state, when admin. rest is the decoded path after the prefix; who names the client
 // for the log and the page.
 func (s *service) upstreams(w http.ResponseWriter, r *http.Request, rest string, admin bool, who string) error {
 	addr := rest
@@ -179,7 +182,7 @@ func (s *service) upstreams(w http.ResponseWriter, r *http.Request, rest string,
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		return apiError(http.StatusBadRequest, "body must be a JSON object {\"state\": \"ready\"|\"drain\"|\"maint\"}: %v", err)
+		return apiError(http.StatusBadRequest, "body must be a JSON object {\"state\": \"ready\"|\"drain\"|\"maint\", \"keep_sticky\": true|false}: %v", err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return apiError(http.StatusBadRequest, "body must hold one JSON object")
@@ -191,10 +194,13 @@ func (s *service) upstreams(w http.ResponseWriter, r *http.Request, rest string,
 	if err != nil {
 		return apiError(http.StatusBadRequest, "upstream %s: %v", addr, err)
 	}
-	old := upstate.Set(addr, state, who)
+	if req.KeepSticky && state != upstate.Drain {
+		return apiError(http.StatusBadRequest, "upstream %s: keep_sticky applies to drain only, not %s", addr, state)
+	}
+	old := upstate.Set(addr, state, req.KeepSticky, who)
 	metricStateChanges.WithLabelValues(state.String()).Inc()
 	s.logger.Info("upstream state changed", zap.String("upstream", addr),
-		zap.String("from", old.String()), zap.String("to", state.String()), zap.String("by", who))
+		zap.String("from", old.String()), zap.String("to", state.String()), zap.Bool("keep_sticky", req.KeepSticky), zap.String("by", who))
 	rows := []UpstreamRow{}
 	for _, row := range upstreamRows() {
 		if row.Address == addr {

@@ -52,6 +52,9 @@ type UpstreamRow struct {
 	StateBy string `json:"state_by,omitempty"`
 	// StateAt is when.
 	StateAt *time.Time `json:"state_at,omitempty"`
+	// KeepSticky marks a drain that still sends the upstream the requests
+	// its handler's lb_policy binds to it (cookie, stick).
+	KeepSticky bool `json:"keep_sticky,omitempty"`
 	// Healthy is the proxy's health verdict (false in maint).
 	Healthy bool `json:"healthy"`
 	// Current is the requests or connections in flight.
@@ -65,6 +68,21 @@ type UpstreamRow struct {
 	// LatencyP99Ms estimates the 99th percentile from the histogram
 	// buckets (the bucket's upper bound).
 	LatencyP99Ms float64 `json:"latency_p99_ms"`
+	// Checks are the route's own active health checks of the upstream
+	// (passthrough routes with health_interval).
+	Checks *ChecksRow `json:"checks,omitempty"`
+}
+
+// ChecksRow is what a route's active health checks know of an upstream.
+type ChecksRow struct {
+	// LastAt is when the last check ended (absent before the first).
+	LastAt *time.Time `json:"last_at,omitempty"`
+	// LastOK is the last check's result.
+	LastOK bool `json:"last_ok"`
+	// Fails counts the consecutive failed checks up to now.
+	Fails int64 `json:"fails"`
+	// FailsTotal counts every failed check.
+	FailsTotal uint64 `json:"fails_total"`
 }
 
 // StickTable is one stick table with its top keys.
@@ -83,6 +101,10 @@ type StickTable struct {
 	SortedBy string `json:"sorted_by,omitempty"`
 	// Top keys, highest first, with their values.
 	Top []json.RawMessage `json:"top"`
+	// Cluster is the sync state of a table shared through Redis (absent
+	// for a local table), as the stick-table API reports it: mode,
+	// connected, last_sync, edges, syncs, errors, round_trips.
+	Cluster json.RawMessage `json:"cluster,omitempty"`
 }
 
 // Section is one module's figures.
@@ -151,6 +173,7 @@ func (s *source) take(admin bool) Snapshot {
 // upstreamRows lists the registry's members with their state and figures,
 // one row per kind, group and address.
 func upstreamRows() []UpstreamRow {
+	flights.settle(false) // the requests that have ended are counted
 	rows := []UpstreamRow{}
 	seen := map[[3]string]bool{}
 	for _, m := range upstate.Members() {
@@ -161,10 +184,18 @@ func upstreamRows() []UpstreamRow {
 		seen[k] = true
 		info := upstate.For(m.Addr).Info()
 		row := UpstreamRow{Kind: m.Kind, Group: m.Group, Address: m.Addr, State: info.State.String(),
-			StateBy: info.By, Healthy: m.Healthy(), Current: m.Active()}
+			StateBy: info.By, KeepSticky: info.KeepSticky, Healthy: m.Healthy(), Current: m.Active()}
 		if !info.At.IsZero() {
 			at := info.At.UTC()
 			row.StateAt = &at
+		}
+		if m.Checks != nil {
+			c := m.Checks()
+			row.Checks = &ChecksRow{LastOK: c.LastOK, Fails: c.Fails, FailsTotal: c.FailsTotal}
+			if !c.LastAt.IsZero() {
+				at := c.LastAt.UTC()
+				row.Checks.LastAt = &at
+			}
 		}
 		if m.Kind == "reverse_proxy" {
 			fillFigures(&row)

@@ -30,6 +30,32 @@ type Upstream struct {
 	down   atomic.Bool  // marked unhealthy by the health checker
 	passes atomic.Int32 // consecutive successful checks while down
 	fails  atomic.Int32 // consecutive failed checks while up
+
+	checkedAt  atomic.Int64  // Unix ns when the last check ended, 0 before the first
+	checkOK    atomic.Bool   // the last check's result
+	failStreak atomic.Int64  // consecutive failed checks, up or down
+	failsTotal atomic.Uint64 // failed checks
+}
+
+// CheckStats is what the health checks know of an upstream.
+type CheckStats struct {
+	// LastAt is when the last check ended (zero before the first).
+	LastAt time.Time
+	// LastOK is the last check's result.
+	LastOK bool
+	// Fails counts the consecutive failed checks up to now.
+	Fails int64
+	// FailsTotal counts every failed check.
+	FailsTotal uint64
+}
+
+// Checks returns what the health checks know of the upstream.
+func (u *Upstream) Checks() CheckStats {
+	c := CheckStats{LastOK: u.checkOK.Load(), Fails: u.failStreak.Load(), FailsTotal: u.failsTotal.Load()}
+	if ns := u.checkedAt.Load(); ns != 0 {
+		c.LastAt = time.Unix(0, ns)
+	}
+	return c
 }
 
 // Counter counts connections in flight.
@@ -223,6 +249,14 @@ func (hc *HealthCheck) Round(ctx context.Context, ups []*Upstream) {
 
 // Record applies one probe result to an upstream.
 func (hc *HealthCheck) Record(u *Upstream, ok bool) {
+	if ok {
+		u.failStreak.Store(0)
+	} else {
+		u.failStreak.Add(1)
+		u.failsTotal.Add(1)
+	}
+	u.checkOK.Store(ok)
+	u.checkedAt.Store(time.Now().UnixNano())
 	passes, fails := max(hc.Passes, 1), max(hc.Fails, 1)
 	if ok {
 		u.fails.Store(0)

@@ -318,6 +318,28 @@ func TestHealthCheck(t *testing.T) {
 	}
 }
 
+// TestCheckStats: the last check's time and result, the consecutive failed
+// checks (counted on while down, reset by a success) and every failed check.
+func TestCheckStats(t *testing.T) {
+	u := &Upstream{Addr: "192.0.2.1:443"}
+	if c := u.Checks(); !c.LastAt.IsZero() || c.Fails != 0 || c.FailsTotal != 0 {
+		t.Fatalf("before any check: %+v", c)
+	}
+	hc := &HealthCheck{Fails: 2}
+	start := time.Now()
+	hc.Record(u, true)
+	for range 3 {
+		hc.Record(u, false)
+	}
+	if c := u.Checks(); c.LastOK || c.Fails != 3 || c.FailsTotal != 3 || c.LastAt.Before(start) || u.Healthy() {
+		t.Fatalf("after 3 failures: %+v healthy=%v", c, u.Healthy())
+	}
+	hc.Record(u, true)
+	if c := u.Checks(); !c.LastOK || c.Fails != 0 || c.FailsTotal != 3 {
+		t.Fatalf("after a success: %+v", c)
+	}
+}
+
 func BenchmarkParseClientHello(b *testing.B) {
 	raw := clientHello(b, "pass.test", []string{"h2", "http/1.1"})
 	b.ReportAllocs()

@@ -53,10 +53,11 @@ func Parse(s string) (State, error) {
 // address is configuration, so their number is bounded by the addresses
 // the process was ever configured with.
 type Cell struct {
-	state atomic.Uint32
-	mu    sync.Mutex
-	by    string    // who set the state last
-	at    time.Time // when
+	state  atomic.Uint32
+	sticky atomic.Bool // a drain that keeps the clients bound to the address
+	mu     sync.Mutex
+	by     string    // who set the state last
+	at     time.Time // when
 }
 
 // State returns the address's state.
@@ -65,10 +66,16 @@ func (c *Cell) State() State { return State(c.state.Load()) }
 // Held reports whether the address is out of selection (drain or maint).
 func (c *Cell) Held() bool { return c.state.Load() != uint32(Ready) }
 
+// KeepsSticky reports whether the address drains but keeps the clients a
+// load-balancing policy binds to it (a cookie, a stick-table entry).
+func (c *Cell) KeepsSticky() bool { return c.sticky.Load() && c.State() == Drain }
+
 // Info describes a cell for the stats page.
 type Info struct {
 	// State is the runtime state.
 	State State
+	// KeepSticky is set on a drain that keeps bound clients.
+	KeepSticky bool
 	// By says who set it last ("" if never set).
 	By string
 	// At is when it was set last.
@@ -79,7 +86,7 @@ type Info struct {
 func (c *Cell) Info() Info {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return Info{State: c.State(), By: c.by, At: c.at}
+	return Info{State: c.State(), KeepSticky: c.KeepsSticky(), By: c.by, At: c.at}
 }
 
 var (
@@ -101,11 +108,13 @@ func For(addr string) *Cell {
 func AnyHeld() bool { return held.Load() > 0 }
 
 // Set changes an address's state, recording who changed it, and returns
-// the state it had.
-func Set(addr string, s State, by string) State {
+// the state it had. keepSticky applies to Drain only: the address keeps
+// the clients bound to it by their load-balancing policy.
+func Set(addr string, s State, keepSticky bool, by string) State {
 	c := For(addr)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.sticky.Store(keepSticky && s == Drain)
 	old := State(c.state.Swap(uint32(s)))
 	switch {
 	case old == Ready && s != Ready:
@@ -131,6 +140,21 @@ type Member struct {
 	Active func() int64
 	// Healthy reports what the proxy's health checks say of the upstream.
 	Healthy func() bool
+	// Checks, when set, returns the outcome of the proxy's own health
+	// checks of the upstream (passthrough routes).
+	Checks func() Checks
+}
+
+// Checks is what a proxy's active health checks know of an upstream.
+type Checks struct {
+	// LastAt is when the last check ended (zero before the first).
+	LastAt time.Time
+	// LastOK is the last check's result.
+	LastOK bool
+	// Fails counts the consecutive failed checks up to now.
+	Fails int64
+	// FailsTotal counts every failed check.
+	FailsTotal uint64
 }
 
 var (

@@ -23,21 +23,40 @@ func TestSetAndHeld(t *testing.T) {
 	if AnyHeld() {
 		t.Fatal("held before any Set")
 	}
-	if old := Set(a, Drain, "ops"); old != Ready {
+	if old := Set(a, Drain, false, "ops"); old != Ready {
 		t.Errorf("old state %v", old)
 	}
-	Set(a, Maint, "ops") // still one address held
-	Set(b, Drain, "ops")
+	Set(a, Maint, false, "ops") // still one address held
+	Set(b, Drain, false, "ops")
 	if !For(a).Held() || For(a).State() != Maint || For(a).Info().By != "ops" {
 		t.Errorf("a: %+v", For(a).Info())
 	}
-	Set(a, Ready, "ops")
+	Set(a, Ready, false, "ops")
 	if !AnyHeld() {
 		t.Error("b still drains")
 	}
-	Set(b, Ready, "ops")
+	Set(b, Ready, false, "ops")
 	if AnyHeld() {
 		t.Error("held after every address is ready")
+	}
+}
+
+// TestKeepSticky: only a drain keeps sticky clients, and a later change
+// without keep_sticky drops it.
+func TestKeepSticky(t *testing.T) {
+	const a = "test-sticky:1"
+	t.Cleanup(func() { Set(a, Ready, false, "test") })
+	Set(a, Drain, true, "ops")
+	if c := For(a); !c.KeepsSticky() || !c.Held() || !c.Info().KeepSticky {
+		t.Errorf("drain keep_sticky: %+v", c.Info())
+	}
+	Set(a, Maint, true, "ops")
+	if For(a).KeepsSticky() {
+		t.Error("maint keeps sticky clients")
+	}
+	Set(a, Drain, false, "ops")
+	if For(a).KeepsSticky() {
+		t.Error("a plain drain keeps sticky clients")
 	}
 }
 
