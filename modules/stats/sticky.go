@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"hash/fnv"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -13,6 +12,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+
+	"github.com/rampart-edge/caddy-rampart/modules/stick/table"
 )
 
 // stickPolicyID is Rampart's `lb_policy stick`, reached by module name (the
@@ -50,7 +51,7 @@ func boundBy(policy reverseproxy.Selector, stick caddy.AdminHandler) func(*http.
 	}
 	return func(r *http.Request, u *reverseproxy.Upstream) bool {
 		id, ok := stickServerID(r, cfg.Table, stick)
-		return ok && id == serverID(u.Dial)
+		return ok && id == table.UpstreamServerID(u.Dial)
 	}
 }
 
@@ -81,15 +82,4 @@ func stickServerID(r *http.Request, table string, stick caddy.AdminHandler) (uin
 	}
 	id, ok := entry.Values["server_id"]
 	return id, ok
-}
-
-// serverID is the id the stick policy stores for an upstream: the FNV-1a
-// hash of its dial address, never 0 (modules/stick serverID).
-func serverID(dial string) uint64 {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(dial))
-	if id := uint64(h.Sum32()); id != 0 {
-		return id
-	}
-	return 1
 }

@@ -3,7 +3,6 @@ package stick
 import (
 	"encoding/json"
 	"fmt"
-	"hash/fnv"
 	"net/http"
 
 	"github.com/caddyserver/caddy/v2"
@@ -67,16 +66,6 @@ func (s *Selection) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// serverID is the non-zero id stored for an upstream.
-func serverID(up *reverseproxy.Upstream) uint64 {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(up.Dial))
-	if id := uint64(h.Sum32()); id != 0 {
-		return id
-	}
-	return 1
-}
-
 // Select returns the client's upstream, or the fallback's choice.
 func (s *Selection) Select(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter) *reverseproxy.Upstream {
 	var ref table.Ref
@@ -95,14 +84,14 @@ func (s *Selection) Select(pool reverseproxy.UpstreamPool, r *http.Request, w ht
 	}
 	if id, ok := s.tbl.Get(ref, s.col); ok && id != 0 {
 		for _, up := range pool {
-			if up.Available() && serverID(up) == id {
+			if up.Available() && table.UpstreamServerID(up.Dial) == id {
 				return up
 			}
 		}
 	}
 	up := s.fallback.Select(pool, r, w)
 	if up != nil {
-		s.tbl.Set(ref, s.col, serverID(up))
+		s.tbl.Set(ref, s.col, table.UpstreamServerID(up.Dial))
 	}
 	return up
 }
