@@ -126,8 +126,8 @@ func FuzzNext(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f, l := int(from)%(len(data)+1), int(limit)%(len(data)+1)
-		checkNext(t, m, data, min(f, l), max(f, l), min(f, l))
+		x, y := int(from)%(len(data)+1), int(limit)%(len(data)+1)
+		checkNext(t, m, data, min(x, y), max(x, y), min(x, y))
 		checkNext(t, m, data, 0, len(data), 0)
 	})
 }
