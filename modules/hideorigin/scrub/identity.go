@@ -6,6 +6,7 @@
 package scrub
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -165,14 +166,16 @@ type Matcher struct {
 	byFirst [256][]int32 // token indexes by first byte (both cases), longest first
 	maxTok  int
 	exact   map[string]struct{}
-	// special marks the bytes where a match can start: a token's first
-	// byte, '[' (an IPv6 literal in any spelling) and, with IPv4
-	// identities, '/' and '%' (an IPv4 address in another notation after
-	// "//" or its encodings)
-	special [256]uint8
+	// window is how many leading bytes of every token the token scan
+	// looks at: the shortest token's length, at most 8
+	window int
+	// blocks has, for two bytes x, y (either case) at index x | y<<8, bit
+	// k set when some token has them at k, k+1 within its window. nil
+	// when window is 1.
+	blocks []uint8
 	// pairs[a] has bit b set when some token starts with the bytes a, b
-	// (either case): most special bytes in text are ruled out by the next
-	// byte without looking at a token
+	// (either case): most candidates are ruled out by the next byte
+	// without looking at a token
 	pairs [256][4]uint64
 	ips   map[netip.Addr]struct{} // the IP identities, IPv4 unmapped
 	hasV4 bool
@@ -245,14 +248,12 @@ func NewMatcherFromIdentities(ids []Identity) *Matcher {
 			m.ips = map[netip.Addr]struct{}{}
 		}
 		m.ips[id.IP] = struct{}{}
-		m.special['['] = 1
 		m.maxTok = max(m.maxTok, maxLiteral)
 		if id.IP.Is4() && !m.hasV4 {
 			// other notations are looked for behind "//", "%2F%2F" and
 			// "%252F%252F", up to a literal's length ahead
 			m.hasV4 = true
 			m.maxTok = max(m.maxTok, maxLiteral+len(separators[2].slashes))
-			m.special['/'], m.special['%'] = 1, 1
 			m.pairs['/']['/'>>6] |= 1 << ('/' & 63)
 			m.pairs['%']['2'>>6] |= 1 << ('2' & 63)
 		}
@@ -263,7 +264,6 @@ func NewMatcherFromIdentities(ids []Identity) *Matcher {
 		}
 		c := t.text[0]
 		m.byFirst[c] = append(m.byFirst[c], int32(i))
-		m.special[c] = 1
 		if len(t.text) > 1 {
 			for _, a := range [2]byte{c, upper(c)} {
 				for _, b := range [2]byte{t.text[1], upper(t.text[1])} {
@@ -275,14 +275,40 @@ func NewMatcherFromIdentities(ids []Identity) *Matcher {
 		}
 		if u := upper(c); u != c {
 			m.byFirst[u] = append(m.byFirst[u], int32(i))
-			m.special[u] = 1
 		}
 	}
 	for c := range m.byFirst {
 		list := m.byFirst[c]
 		sort.SliceStable(list, func(a, b int) bool { return len(m.tokens[list[a]].text) > len(m.tokens[list[b]].text) })
 	}
+	m.buildBlocks()
 	return m
+}
+
+// buildBlocks fills the token scan's table of the 2-byte blocks in the
+// tokens' windows.
+func (m *Matcher) buildBlocks() {
+	if len(m.tokens) == 0 {
+		return
+	}
+	m.window = 8
+	for _, t := range m.tokens {
+		m.window = min(m.window, len(t.text))
+	}
+	if m.window == 1 {
+		return
+	}
+	m.blocks = make([]uint8, 1<<16)
+	for _, t := range m.tokens {
+		for k := 0; k+1 < m.window; k++ {
+			a, b := t.text[k], t.text[k+1]
+			for _, x := range [2]byte{a, upper(a)} {
+				for _, y := range [2]byte{b, upper(b)} {
+					m.blocks[int(x)|int(y)<<8] |= 1 << k
+				}
+			}
+		}
+	}
 }
 
 // ipv6Forms returns the uncompressed spellings of an IPv6 address: with
@@ -393,34 +419,112 @@ func equalFoldLower(b, p []byte) bool {
 // longer available for rewriting). Bytes up to len(buf) may be inspected;
 // callers that stream guarantee limit <= len(buf)-tail unless the buffer is
 // the end of the input.
+//
+// matchAt is tried only where a match can start: where the token scan
+// stops, and at the anchors of address literals in other spellings, found
+// with the vectorised bytes.IndexByte: '[' (an IPv6 literal, any IP identity)
+// and, with IPv4 identities, "//" and "%2" (another IPv4 notation behind
+// slashes, percent-encoded or not).
 func (m *Matcher) Next(buf []byte, from, limit, lo int) (Match, bool) {
 	if m.Empty() {
 		return Match{}, false
 	}
-	if limit > len(buf) {
-		limit = len(buf)
+	limit = min(limit, len(buf))
+	// the next candidate of each kind at or after i; limit when none is left
+	tok, bracket, slashes, percent := -1, limit, limit, limit
+	if m.ips != nil {
+		bracket = -1
 	}
-	sp := &m.special
+	if m.hasV4 {
+		slashes, percent = -1, -1
+	}
 	for i := from; i < limit; {
-		// eight bytes at a time while none of them can start a match
-		if i+8 <= limit {
-			w := buf[i : i+8 : i+8]
-			if sp[w[0]]|sp[w[1]]|sp[w[2]]|sp[w[3]]|sp[w[4]]|sp[w[5]]|sp[w[6]]|sp[w[7]] == 0 {
-				i += 8
-				continue
-			}
+		if tok < i {
+			tok = m.nextToken(buf, i, limit)
 		}
-		if sp[buf[i]] != 0 {
-			if mt, ok := m.matchAt(buf, i, lo); ok {
-				return mt, true
-			}
+		if bracket < i {
+			bracket = nextAnchor(buf, i, limit, '[', 0)
 		}
-		i++
+		if slashes < i {
+			slashes = nextAnchor(buf, i, limit, '/', '/')
+		}
+		if percent < i {
+			percent = nextAnchor(buf, i, limit, '%', '2')
+		}
+		c := min(tok, bracket, slashes, percent)
+		if c >= limit {
+			break
+		}
+		if mt, ok := m.matchAt(buf, c, lo); ok {
+			return mt, true
+		}
+		i = c + 1
 	}
 	return Match{}, false
 }
 
-// matchAt tries every way a match can start at buf[i], a special byte.
+// anchorSpan is how far ahead an anchor is looked for at once: a page
+// without one is searched once, not once per match.
+const anchorSpan = 2048
+
+// nextAnchor returns the first index in [i, limit) where the two-byte
+// anchor a, b starts (b may lie past limit; b == 0: any byte), or the end
+// of the span it searched, or limit. The end of a span is not an anchor
+// but harmless to try: matchAt decides.
+func nextAnchor(buf []byte, i, limit int, a, b byte) int {
+	end := min(limit, i+anchorSpan)
+	for i < end {
+		j := bytes.IndexByte(buf[i:end], a)
+		if j < 0 {
+			return end
+		}
+		i += j
+		if b == 0 || i+1 < len(buf) && buf[i+1] == b {
+			return i
+		}
+		i++
+	}
+	return end
+}
+
+// nextToken returns the first index in [i, limit) where a token may start,
+// or limit. A token's window (its first w bytes) always holds the 2-byte
+// block that starts at one of i+w-2, i+w-2+(w-1), i+w-2+2(w-1), ...: only
+// the blocks there are looked up, independently of each other, and a
+// block found in a window at offset k puts a candidate k bytes before it.
+func (m *Matcher) nextToken(buf []byte, i, limit int) int {
+	if m.blocks == nil {
+		for ; i < limit; i++ {
+			if len(m.byFirst[buf[i]]) > 0 {
+				return i
+			}
+		}
+		return limit
+	}
+	blocks := (*[1 << 16]uint8)(m.blocks)
+	w := m.window
+	stride := w - 1
+	block := func(p int) uint8 { return blocks[uint16(buf[p])|uint16(buf[p+1])<<8] }
+	p := i + w - 2
+	for p+1 < len(buf) && p-stride < limit {
+		if p+3*stride+1 < len(buf) && block(p)|block(p+stride)|block(p+2*stride)|block(p+3*stride) == 0 {
+			p += 4 * stride
+			continue
+		}
+		if mask := block(p); mask != 0 {
+			for k := w - 2; k >= 0; k-- {
+				if mask&(1<<k) != 0 {
+					return min(p-k, limit)
+				}
+			}
+		}
+		p += stride
+	}
+	return limit
+}
+
+// matchAt tries every way a match can start at buf[i]; it is exact at any
+// position (Next only saves the calls that cannot match).
 func (m *Matcher) matchAt(buf []byte, i, lo int) (Match, bool) {
 	c := buf[i]
 	if c == '[' && m.ips != nil {
