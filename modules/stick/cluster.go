@@ -28,6 +28,7 @@ type clusterApp interface {
 	Redis() goredis.UniversalClient
 	Node() string
 	SyncInterval() time.Duration
+	OpTimeout() time.Duration
 	DenyOnOutage() bool
 }
 
@@ -40,6 +41,12 @@ type shared struct {
 	deny   bool
 	outage atomic.Bool
 	logged atomic.Int64 // Unix ns of the last outage log
+	logger *zap.Logger
+	// strict tables: the request path's increments go through the batcher
+	// (started with the app), each waiting at most timeout.
+	strict  bool
+	timeout time.Duration
+	batcher *redis.Batcher
 }
 
 // provisionShared makes the shared tables' syncers; the stick_cluster app
@@ -64,12 +71,14 @@ func (a *App) provisionShared(ctx caddy.Context) error {
 	}
 	for _, name := range names {
 		lt := a.tables[name]
-		spec := redis.TableSpec{Name: name, Expire: time.Duration(a.Tables[name].Expire)}
+		strict := a.Tables[name].Shared == sharedStrict
+		spec := redis.TableSpec{Name: name, Expire: time.Duration(a.Tables[name].Expire), Strict: strict}
 		for _, c := range lt.schema.Columns() {
 			spec.Columns = append(spec.Columns, redis.Column{Name: c.Name, Kind: columnKind(lt.schema, c), Period: columnPeriod(lt.schema, c)})
 		}
 		a.shared = append(a.shared, &shared{
-			lt: lt, cols: lt.schema.Columns(), every: cl.SyncInterval(), deny: cl.DenyOnOutage(),
+			lt: lt, cols: lt.schema.Columns(), every: cl.SyncInterval(), deny: cl.DenyOnOutage(), logger: a.logger,
+			strict: strict, timeout: cl.OpTimeout(),
 			syncer: redis.NewSyncer(cl.Redis(), cl.Node(), spec, cl.SyncInterval()),
 		})
 	}
@@ -95,6 +104,10 @@ func columnPeriod(s *table.Schema, c table.Column) time.Duration { return s.Fiel
 // the last deltas reach Redis.
 func (a *App) runShared(ctx context.Context) {
 	for _, sh := range a.shared {
+		if sh.strict {
+			sh.batcher = redis.NewBatcher(ctx, sh.syncer, sh.timeout)
+			a.syncing.Go(func() { <-sh.batcher.Done() })
+		}
 		a.syncing.Add(1)
 		go func() {
 			defer a.syncing.Done()
@@ -104,11 +117,11 @@ func (a *App) runShared(ctx context.Context) {
 				select {
 				case <-ctx.Done():
 					final, cancel := context.WithTimeout(context.Background(), 5*sh.every)
-					sh.sync(final, a.logger)
+					sh.sync(final)
 					cancel()
 					return
 				case <-tick.C:
-					sh.sync(ctx, a.logger)
+					sh.sync(ctx)
 				}
 			}
 		}()
@@ -116,7 +129,7 @@ func (a *App) runShared(ctx context.Context) {
 }
 
 // sync runs one sync round of the table.
-func (sh *shared) sync(ctx context.Context, logger *zap.Logger) {
+func (sh *shared) sync(ctx context.Context) {
 	tbl := sh.lt.tbl
 	var changes []redis.Change
 	now := tbl.Now()
@@ -134,30 +147,88 @@ func (sh *shared) sync(ctx context.Context, logger *zap.Logger) {
 	syncSeconds.WithLabelValues(sh.lt.name).Observe(time.Since(start).Seconds())
 	if err != nil {
 		syncErrors.WithLabelValues(sh.lt.name).Inc()
-		sh.outage.Store(true)
-		if last := sh.logged.Load(); time.Since(time.Unix(0, last)) >= time.Second && sh.logged.CompareAndSwap(last, time.Now().UnixNano()) {
-			logger.Warn("stick cluster: Redis unreachable, counting locally", zap.String("table", sh.lt.name), zap.Error(err))
-		}
+		sh.unreachable(err)
 		return
 	}
-	if sh.outage.Swap(false) {
-		logger.Info("stick cluster: Redis reachable again, resynchronised", zap.String("table", sh.lt.name))
-	}
-	now = tbl.Now()
+	sh.reachable()
 	remote := make([]table.Remote, len(sh.cols))
 	for _, t := range totals {
 		k, ok := sh.lt.schema.KeyFromBytes(t.Key)
 		if !ok {
 			continue
 		}
-		for i, col := range sh.cols {
-			v := t.Values[i]
-			if sh.lt.schema.FieldOf(col).Kind == table.Ban {
-				v = uint64(max(int64(v)-now, 0)) // deadline → ms left
-			}
-			remote[i] = table.Remote{Column: col, Value: v}
+		_ = tbl.Merge(k, sh.remote(t, remote)) // a full table keeps its entries: the key waits for the next sync
+	}
+}
+
+// remote fills buf with the cluster values of t for Merge.
+func (sh *shared) remote(t redis.Total, buf []table.Remote) []table.Remote {
+	now := sh.lt.tbl.Now()
+	for i, col := range sh.cols {
+		v := t.Values[i]
+		if sh.lt.schema.FieldOf(col).Kind == table.Ban {
+			v = uint64(max(int64(v)-now, 0)) // deadline → ms left
 		}
-		_ = tbl.Merge(k, remote) // a full table keeps its entries: the key waits for the next sync
+		buf[i] = table.Remote{Column: col, Value: v}
+	}
+	return buf
+}
+
+// unreachable records that Redis could not be reached: the outage state,
+// and a log line at most once a second.
+func (sh *shared) unreachable(err error) {
+	sh.outage.Store(true)
+	if last := sh.logged.Load(); time.Since(time.Unix(0, last)) >= time.Second && sh.logged.CompareAndSwap(last, time.Now().UnixNano()) {
+		sh.logger.Warn("stick cluster: Redis unreachable, counting locally", zap.String("table", sh.lt.name), zap.Error(err))
+	}
+}
+
+// reachable ends the outage state.
+func (sh *shared) reachable() {
+	if sh.outage.Swap(false) {
+		sh.logger.Info("stick cluster: Redis reachable again, resynchronised", zap.String("table", sh.lt.name))
+	}
+}
+
+// acquire holds the entry of k in tbl (lt's table; lt may be nil) for ev. On a strict table it first applies
+// ev's increments in Redis (waiting at most the timeout) and returns the
+// request's own view of the entry (nil otherwise) and whether the release
+// must be sent to Redis too. When Redis cannot be reached, a strict table
+// counts locally (the sync pushes it later), or with on_outage deny
+// returns errOutageDeny.
+func (lt *liveTable) acquire(ctx context.Context, tbl *table.Table, k table.Key, ev table.Events) (ref table.Ref, view []uint64, strict *shared, err error) {
+	var sh *shared
+	if lt != nil {
+		sh = lt.sharing.Load()
+	}
+	if sh == nil || sh.batcher == nil {
+		ref, err = tbl.Acquire(k, ev)
+		return ref, nil, nil, err
+	}
+	inc := redis.Increment{Key: k.Bytes(lt.schema), Adds: lt.schema.Adds(ev)}
+	t, _, err := sh.batcher.Add(ctx, inc)
+	if err != nil {
+		strictErrors.WithLabelValues(lt.name).Inc()
+		sh.unreachable(err)
+		if sh.deny {
+			return table.Ref{}, nil, nil, errOutageDeny
+		}
+		ref, err = lt.tbl.Acquire(k, ev)
+		return ref, nil, nil, err
+	}
+	sh.reachable()
+	ref, view, err = lt.tbl.AcquireMerged(k, ev, sh.remote(t, make([]table.Remote, len(sh.cols))))
+	return ref, view, sh, err
+}
+
+// release ends what acquire started; a strict acquire's gauge change is
+// sent to Redis without waiting.
+func (sh *shared) release(k table.Key, ev table.Events) {
+	if sh == nil {
+		return
+	}
+	if !sh.batcher.Release(redis.Increment{Key: k.Bytes(sh.lt.schema), Adds: sh.lt.schema.Adds(ev)}) {
+		strictErrors.WithLabelValues(sh.lt.name).Inc()
 	}
 }
 
@@ -186,7 +257,7 @@ func (lt *liveTable) denied() bool {
 
 // ClusterInfo is the cluster state of a shared table in GET /stick-tables/.
 type ClusterInfo struct {
-	// Sharing mode: async.
+	// Sharing mode: async or strict.
 	Mode string `json:"mode"`
 	// Whether the last sync reached Redis.
 	Connected bool `json:"connected"`
@@ -202,7 +273,11 @@ type ClusterInfo struct {
 
 func (sh *shared) info() *ClusterInfo {
 	st := sh.syncer.Stats()
-	ci := &ClusterInfo{Mode: sharedAsync, Connected: st.Connected, Edges: st.Edges, Syncs: st.Syncs, Errors: st.Errors, RoundTrips: st.RoundTrips}
+	mode := sharedAsync
+	if sh.strict {
+		mode = sharedStrict
+	}
+	ci := &ClusterInfo{Mode: mode, Connected: st.Connected, Edges: st.Edges, Syncs: st.Syncs, Errors: st.Errors, RoundTrips: st.RoundTrips}
 	if !st.LastSync.IsZero() {
 		ci.LastSync = st.LastSync.UTC().Format(time.RFC3339Nano)
 	}
@@ -217,6 +292,10 @@ var (
 		Namespace: "rampart", Subsystem: "cluster", Name: "sync_duration_seconds",
 		Help:    "Duration of one sync round of a shared stick table with Redis.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+	}, []string{"table"})
+	strictErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "rampart", Subsystem: "cluster", Name: "strict_errors_total",
+		Help: "Increments of a strict shared stick table that did not reach Redis in time (counted locally or refused).",
 	}, []string{"table"})
 	syncErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "rampart", Subsystem: "cluster", Name: "sync_errors_total",
