@@ -214,9 +214,6 @@ func (a *App) Start() error {
 	var ctx context.Context
 	ctx, a.endSync = context.WithCancel(context.Background())
 	a.syncing = new(sync.WaitGroup)
-	for _, sh := range a.shared {
-		sh.lt.sharing.Store(sh)
-	}
 	a.runShared(ctx)
 	return nil
 }

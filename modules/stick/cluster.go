@@ -100,48 +100,80 @@ func columnKind(s *table.Schema, c table.Column) redis.ColumnKind {
 
 func columnPeriod(s *table.Schema, c table.Column) time.Duration { return s.FieldOf(c).Period }
 
-// runShared syncs every shared table until ctx ends, then once more so that
-// the last deltas reach Redis.
+// runShared starts the strict tables' batchers, makes the shared tables
+// count through them, and syncs every shared table until ctx ends, then
+// once more so that the last deltas reach Redis. Sync rounds are aligned on
+// the wall clock: every edge pushes at the multiples of sync (k × sync) and
+// pulls the totals at k × sync + pullDelay, so that the pull of a round sees
+// the pushes of that round from every edge whose clock is within pullDelay
+// of this one's (minus the push's own duration).
 func (a *App) runShared(ctx context.Context) {
 	for _, sh := range a.shared {
 		if sh.strict {
 			sh.batcher = redis.NewBatcher(ctx, sh.syncer, sh.timeout)
 			a.syncing.Go(func() { <-sh.batcher.Done() })
 		}
-		a.syncing.Add(1)
-		go func() {
-			defer a.syncing.Done()
-			tick := time.NewTicker(sh.every)
-			defer tick.Stop()
-			for {
+		sh.lt.sharing.Store(sh)
+	}
+	for _, sh := range a.shared {
+		a.syncing.Go(func() {
+			timer := time.NewTimer(time.Hour)
+			defer timer.Stop()
+			wait := func(d time.Duration) bool {
+				timer.Reset(d)
 				select {
 				case <-ctx.Done():
-					final, cancel := context.WithTimeout(context.Background(), 5*sh.every)
-					sh.sync(final)
-					cancel()
-					return
-				case <-tick.C:
-					sh.sync(ctx)
+					return false
+				case <-timer.C:
+					return true
 				}
 			}
-		}()
+			for {
+				if !wait(sh.untilRound(time.Now(), 0)) {
+					break
+				}
+				sh.sync(ctx, true)
+				if !wait(sh.untilRound(time.Now(), sh.pullDelay())) {
+					break
+				}
+				sh.sync(ctx, false)
+			}
+			final, cancel := context.WithTimeout(context.Background(), 5*sh.every)
+			sh.sync(final, true)
+			cancel()
+		})
 	}
 }
 
-// sync runs one sync round of the table.
-func (sh *shared) sync(ctx context.Context) {
+// pullDelay is how long after the push of a round an edge pulls: the
+// timeout, which bounds the other edges' pushes, at most half a sync.
+func (sh *shared) pullDelay() time.Duration { return min(sh.timeout, sh.every/2) }
+
+// untilRound returns how long from now until the next instant k × sync +
+// offset.
+func (sh *shared) untilRound(now time.Time, offset time.Duration) time.Duration {
+	every := sh.every.Nanoseconds()
+	next := (now.UnixNano()-offset.Nanoseconds())/every*every + every + offset.Nanoseconds()
+	return time.Duration(next - now.UnixNano())
+}
+
+// sync runs one sync round of the table: with push, it sends what was
+// counted locally since the last push; it always pulls the totals.
+func (sh *shared) sync(ctx context.Context, push bool) {
 	tbl := sh.lt.tbl
 	var changes []redis.Change
 	now := tbl.Now()
-	tbl.CollectDeltas(func(d table.Delta) {
-		c := redis.Change{Key: d.Key.Bytes(sh.lt.schema), Adds: d.Adds, Values: d.Values, Set: d.Set}
-		for i, col := range sh.cols {
-			if sh.lt.schema.FieldOf(col).Kind == table.Ban && c.Values[i] != 0 {
-				c.Values[i] += uint64(now) // ms left → deadline
+	if push {
+		tbl.CollectDeltas(func(d table.Delta) {
+			c := redis.Change{Key: d.Key.Bytes(sh.lt.schema), Adds: d.Adds, Values: d.Values, Set: d.Set}
+			for i, col := range sh.cols {
+				if sh.lt.schema.FieldOf(col).Kind == table.Ban && c.Values[i] != 0 {
+					c.Values[i] += uint64(now) // ms left → deadline
+				}
 			}
-		}
-		changes = append(changes, c)
-	})
+			changes = append(changes, c)
+		})
+	}
 	start := time.Now()
 	totals, err := sh.syncer.Sync(ctx, changes, nil)
 	syncSeconds.WithLabelValues(sh.lt.name).Observe(time.Since(start).Seconds())
