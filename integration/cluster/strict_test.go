@@ -47,6 +47,8 @@ http://127.0.0.1:%[2]s {
 		path /rate
 		stick per_client http_req_rate gt %[7]d
 	}
+	@banme path /ban
+	stick_ban @banme per_client 10m
 	respond @banned "banned" 403
 	respond @cnt "over" 429
 	respond @rate "over" 429
@@ -129,6 +131,27 @@ func TestStrictLimitExactUnderConcurrency(t *testing.T) {
 		waitFor(t, 5*time.Second, e.name+" reads http_req_cnt 480", func() bool {
 			return e.value(t, "ccnt", "http_req_cnt") == 480
 		})
+	}
+}
+
+// TestStrictBanAtOnce: a ban set by stick_ban on one edge of a strict table
+// refuses the very next request on every other edge.
+func TestStrictBanAtOnce(t *testing.T) {
+	edges := startStrictEdges(t, 3, startRedis(t, "").url(), 1000, time.Second)
+	waitClusterFormed(t, edges)
+	for i, e := range edges {
+		id := "banned-by-" + e.name
+		if code, _ := edges[(i+1)%3].get(t, "/", id); code != http.StatusOK {
+			t.Fatalf("before the ban: %d", code)
+		}
+		if code, _ := e.get(t, "/ban", id); code != http.StatusForbidden {
+			t.Fatalf("%s /ban: %d, want 403", e.name, code)
+		}
+		for _, other := range edges {
+			if code, _ := other.get(t, "/", id); code != http.StatusForbidden {
+				t.Errorf("ban set on %s: the next request on %s got %d, want 403", e.name, other.name, code)
+			}
+		}
 	}
 }
 

@@ -253,6 +253,31 @@ func (lt *liveTable) acquire(ctx context.Context, tbl *table.Table, k table.Key,
 	return ref, view, sh, err
 }
 
+// publish writes the gpt, server_id and ban values of the entry of ref to
+// Redis, waiting at most the timeout (a strict table's write: when it
+// returns, every edge's next request reads it). On error the sync loop
+// pushes the values later.
+func (sh *shared) publish(ctx context.Context, ref table.Ref) {
+	tbl := sh.lt.tbl
+	k, ok := tbl.Key(ref)
+	if !ok {
+		return
+	}
+	inc := redis.Increment{Key: k.Bytes(sh.lt.schema), Adds: make([]int64, len(sh.cols)), Values: make([]uint64, len(sh.cols)), Set: true}
+	now := tbl.Now()
+	for i, col := range sh.cols {
+		v, _ := tbl.Get(ref, col)
+		if sh.lt.schema.FieldOf(col).Kind == table.Ban && v != 0 {
+			v += uint64(now) // ms left → deadline
+		}
+		inc.Values[i] = v
+	}
+	if _, _, err := sh.batcher.Add(ctx, inc); err != nil {
+		strictErrors.WithLabelValues(sh.lt.name).Inc()
+		sh.unreachable(err)
+	}
+}
+
 // release ends what acquire started; a strict acquire's gauge change is
 // sent to Redis without waiting.
 func (sh *shared) release(k table.Key, ev table.Events) {

@@ -334,7 +334,23 @@ type target struct {
 	// in the same request.
 	Key string `json:"key,omitempty"`
 
-	tbl *table.Table
+	tbl  *table.Table
+	live *liveTable
+}
+
+// set stores v in a column of the entry. On a strict table the entry's
+// gpt, server_id and ban go to Redis at once (not at the next sync), so the
+// other edges' next requests read them.
+func (t *target) set(r *http.Request, col table.Column, v uint64) {
+	t.with(r, func(ref table.Ref) {
+		t.tbl.Set(ref, col, v)
+		if t.live == nil {
+			return
+		}
+		if sh := t.live.sharing.Load(); sh != nil && sh.batcher != nil {
+			sh.publish(r.Context(), ref)
+		}
+	})
 }
 
 func (t *target) provision(ctx caddy.Context, directive string) error {
@@ -343,6 +359,7 @@ func (t *target) provision(ctx caddy.Context, directive string) error {
 		return fmt.Errorf("%s: %v", directive, err)
 	}
 	t.tbl = tbl
+	t.live = liveTableOf(ctx, t.Table)
 	return nil
 }
 

@@ -255,7 +255,7 @@ func (b *Batcher) args(inc Increment, nowMs int64) ([]string, []any) {
 			}
 		}
 	}
-	args[1] = (2*maxPeriod + 2*s.every + time.Second).Milliseconds()
+	args[1] = s.windowTTL(maxPeriod).Milliseconds()
 	return keys, args
 }
 

@@ -323,8 +323,14 @@ func (s *Syncer) pushArgs(b *batch, e *pending) ([]string, []any) {
 			}
 		}
 	}
-	args[3] = (2*maxPeriod + 2*s.every + time.Second).Milliseconds()
+	args[3] = s.windowTTL(maxPeriod).Milliseconds()
 	return keys, args
+}
+
+// windowTTL is how long rate windows live: two of the longest period, two
+// syncs and a second.
+func (s *Syncer) windowTTL(maxPeriod time.Duration) time.Duration {
+	return 2*maxPeriod + 2*s.every + time.Second
 }
 
 // Sync pushes the changes (and whatever earlier syncs could not push),
