@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -194,5 +195,40 @@ func TestStrictRedisOutage(t *testing.T) {
 		waitFor(t, 5*time.Second, e.name+" reads the count after the outage", func() bool {
 			return e.value(t, "after", "http_req_cnt") == uint64(l.sent)
 		})
+	}
+}
+
+// TestAdminShowsEdgeShare: an entry of a shared table shows the
+// cluster-wide values and, under "edge", what this edge counted itself.
+func TestAdminShowsEdgeShare(t *testing.T) {
+	edges := startEdges(t, 2, startRedis(t, "").url(), 1000, "local")
+	waitClusterFormed(t, edges)
+	for i, e := range edges {
+		for range 3 + 2*i { // edge-1: 3 requests, edge-2: 5
+			if code, _ := e.get(t, "/", "shared-key"); code != http.StatusOK {
+				t.Fatalf("%s: %d", e.name, code)
+			}
+		}
+	}
+	for i, e := range edges {
+		var entry struct {
+			Values map[string]uint64 `json:"values"`
+			Edge   map[string]uint64 `json:"edge"`
+		}
+		waitFor(t, 5*time.Second, e.name+" reads the cluster-wide count", func() bool {
+			_, body := e.adminDo(t, http.MethodGet, "/stick-tables/per_client/shared-key", "")
+			entry.Values, entry.Edge = nil, nil
+			return json.Unmarshal([]byte(body), &entry) == nil && entry.Values["http_req_cnt"] == 8
+		})
+		own := uint64(3 + 2*i)
+		if entry.Edge["http_req_cnt"] != own || entry.Edge["http_req_rate"] != own || entry.Values["http_req_rate"] != 8 {
+			t.Errorf("%s: values %v, edge %v: want http_req_cnt and http_req_rate 8 cluster-wide, %d on this edge", e.name, entry.Values, entry.Edge, own)
+		}
+		if _, ok := entry.Edge["req_cur"]; !ok {
+			t.Errorf("%s: edge share %v has no req_cur", e.name, entry.Edge)
+		}
+		if _, ok := entry.Edge["ban"]; ok {
+			t.Errorf("%s: edge share %v has ban, which is not summed", e.name, entry.Edge)
+		}
 	}
 }

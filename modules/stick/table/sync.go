@@ -126,8 +126,8 @@ func (t *Table) mergeLocked(sh *shard, idx uint32, remote []Remote, now int64) {
 
 // AcquireMerged is Acquire for an event the cluster already counted (a
 // strict table's increment applied in Redis): the entry takes the cluster
-// values in remote as Merge does, only ev's gauges count locally, and
-// nothing is recorded for the next sync. It also returns the entry's values
+// values in remote as Merge does, only ev's gauges (and this node's own
+// counts) count locally, and nothing is recorded for the next sync. It also returns the entry's values
 // (by column, as Entry.Values) right after the merge, under the same lock:
 // the caller's own view, exact even while other holders merge later totals.
 func (t *Table) AcquireMerged(k Key, ev Events, remote []Remote) (Ref, []uint64, error) {
@@ -138,11 +138,19 @@ func (t *Table) AcquireMerged(k Key, ev Events, remote []Remote) (Ref, []uint64,
 	defer sh.mu.Unlock()
 	data := t.data(sh, idx)
 	for _, g := range [...]struct {
-		on   bool
-		kind Kind
-	}{{ev.Conn, ConnCur}, {ev.Req, ReqCur}} {
-		if f := t.field(g.kind); g.on && f != nil {
+		on                 bool
+		gauge, count, rate Kind
+	}{{ev.Conn, ConnCur, ConnCnt, ConnRate}, {ev.Req, ReqCur, HTTPReqCnt, HTTPReqRate}} {
+		if !g.on {
+			continue
+		}
+		if f := t.field(g.gauge); f != nil {
 			addField(data, f, 0, now, 1)
+		}
+		for _, k := range []Kind{g.count, g.rate} {
+			if f := t.field(k); f != nil {
+				addOwn(data, f, 0, now, 1) // the cluster's total has it already
+			}
 		}
 	}
 	t.mergeLocked(sh, idx, remote, now)
