@@ -110,8 +110,18 @@ func runConcurrent(t *testing.T, edges []*edge, path, clientID string, clients, 
 // each send 480 requests for one key; a limit of 100 on http_req_cnt admits
 // exactly 100, and the same on http_req_rate(1h) for another key.
 func TestStrictLimitExactUnderConcurrency(t *testing.T) {
+	strictLimit(t, startRedis(t, "").url())
+}
+
+// TestStrictLimitOnRedisCluster runs the same over a Redis Cluster of three
+// real redis-server masters.
+func TestStrictLimitOnRedisCluster(t *testing.T) {
+	strictLimit(t, startRedisCluster(t))
+}
+
+func strictLimit(t *testing.T, redisAddr string) {
 	const limit = 100
-	edges := startStrictEdges(t, 3, startRedis(t, "").url(), limit, time.Second)
+	edges := startStrictEdges(t, 3, redisAddr, limit, time.Second)
 	waitClusterFormed(t, edges)
 	for _, path := range []string{"/cnt", "/rate"} {
 		hour := time.Now().Truncate(time.Hour)
