@@ -137,7 +137,7 @@ func (b *Batcher) Release(inc Increment) bool {
 }
 
 // Stats returns the pipelined round trips sent (a batch that found the
-// script unloaded takes two) and the increments they carried.
+// script unloaded on a node takes two) and the increments they carried.
 func (b *Batcher) Stats() (batches, increments uint64) { return b.batches.Load(), b.sent.Load() }
 
 func (b *Batcher) run(ctx context.Context) {
@@ -164,8 +164,10 @@ func (b *Batcher) run(ctx context.Context) {
 	}
 }
 
-// send applies ops in one pipelined round trip (two when Redis must load
-// the script first) and hands every waiting caller its result.
+// send applies ops in one pipelined round trip and hands every waiting
+// caller its result. A script the Redis node of a key does not know yet
+// (NOSCRIPT: that command was not run) is sent again in full with EVAL, for
+// those ops only, in a second round trip.
 func (b *Batcher) send(ctx context.Context, ops []*op) {
 	live := ops[:0:0]
 	for _, o := range ops {
@@ -180,44 +182,48 @@ func (b *Batcher) send(ctx context.Context, ops []*op) {
 	defer cancel()
 	nowMs := time.Now().UnixMilli()
 	b.sent.Add(uint64(len(live)))
-	cmds, err := b.exec(ctx, live, nowMs, false)
-	if err != nil && isNoScript(err) {
-		cmds, err = b.exec(ctx, live, nowMs, true)
+	cmds := b.exec(ctx, live, nowMs, false)
+	var again []*op
+	var at []int
+	for i, c := range cmds {
+		if err := c.Err(); err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
+			again, at = append(again, live[i]), append(at, i)
+		}
 	}
-	var alive map[string]bool
-	if err == nil {
-		alive = b.s.liveEdges()
+	if len(again) > 0 {
+		for j, c := range b.exec(ctx, again, nowMs, true) {
+			cmds[at[j]] = c
+		}
 	}
+	alive := b.s.liveEdges()
 	for i, o := range live {
 		if o.result == nil {
 			continue
 		}
-		r := opResult{err: err}
-		if err == nil {
-			r.total, r.err = b.total(o.inc.Key, cmds[i], alive, nowMs)
-		}
+		var r opResult
+		r.total, r.err = b.total(o.inc.Key, cmds[i], alive, nowMs)
 		o.result <- r
 	}
 }
 
-func isNoScript(err error) bool { return goredis.HasErrorPrefix(err, "NOSCRIPT") }
-
-// exec sends one pipeline of the ops' scripts; with load it loads the
-// script first (Redis restarted or flushed its scripts).
-func (b *Batcher) exec(ctx context.Context, ops []*op, nowMs int64, load bool) ([]*goredis.Cmd, error) {
+// exec sends one pipeline of the ops' scripts, by their SHA or, with full,
+// as the script itself (which also loads it on the key's node). Every
+// command carries its own error.
+func (b *Batcher) exec(ctx context.Context, ops []*op, nowMs int64, full bool) []*goredis.Cmd {
 	pipe := b.s.client.Pipeline()
-	if load {
-		pipe.ScriptLoad(ctx, strictScript)
-	}
 	cmds := make([]*goredis.Cmd, len(ops))
 	for i, o := range ops {
 		keys, args := b.args(o.inc, nowMs)
-		cmds[i] = b.script.EvalSha(ctx, pipe, keys, args...)
+		if full {
+			cmds[i] = b.script.Eval(ctx, pipe, keys, args...)
+		} else {
+			cmds[i] = b.script.EvalSha(ctx, pipe, keys, args...)
+		}
 	}
-	_, err := pipe.Exec(ctx)
+	_, _ = pipe.Exec(ctx)
 	b.s.rt.Add(1)
 	b.batches.Add(1)
-	return cmds, err
+	return cmds
 }
 
 // args builds the script call of one increment.
