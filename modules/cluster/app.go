@@ -142,6 +142,10 @@ func (a *App) Node() string { return a.NodeID }
 // SyncInterval returns how often async shared tables sync.
 func (a *App) SyncInterval() time.Duration { return time.Duration(a.Sync) }
 
+// OpTimeout returns the per-operation timeout: how long a request of a
+// strict shared table waits for Redis at most.
+func (a *App) OpTimeout() time.Duration { return time.Duration(a.Timeout) }
+
 // DenyOnOutage reports whether shared tables refuse what their rules would
 // judge while Redis cannot be reached (on_outage deny).
 func (a *App) DenyOnOutage() bool { return a.OnOutage == OutageDeny }

@@ -163,7 +163,7 @@ func (h *Set) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		text = repl.ReplaceAll(h.Value, "")
 	}
 	if v, err := strconv.ParseUint(text, 10, 64); err == nil {
-		h.with(r, func(ref table.Ref) { h.tbl.Set(ref, h.col, v) })
+		h.set(r, h.col, v)
 	}
 	return next.ServeHTTP(w, r)
 }
@@ -209,7 +209,7 @@ func (h *Ban) Validate() error {
 // ServeHTTP bans and continues.
 func (h *Ban) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	ms := uint64(time.Duration(h.Duration).Milliseconds())
-	h.with(r, func(ref table.Ref) { h.tbl.Set(ref, h.col, ms) })
+	h.set(r, h.col, ms)
 	return next.ServeHTTP(w, r)
 }
 

@@ -93,8 +93,12 @@ type EntryJSON struct {
 	ExpiresInMs int64 `json:"expires_in_ms"`
 	// Live connections and requests holding the entry.
 	Use int `json:"use"`
-	// Every stored value by name (ban: milliseconds left).
+	// Every stored value by name (ban: milliseconds left); cluster-wide in
+	// a shared table.
 	Values map[string]uint64 `json:"values"`
+	// In a shared table, this edge's share of the summed values: its own
+	// counts and rates, its gauges (gpt, server_id and ban are not summed).
+	Edge map[string]uint64 `json:"edge,omitempty"`
 }
 
 func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
@@ -177,12 +181,19 @@ func listTables(app *App) []TableInfo {
 func entryJSON(lt *liveTable, e table.Entry) EntryJSON {
 	cols := lt.schema.Columns()
 	v := make(map[string]uint64, len(cols))
+	var own map[string]uint64
+	if e.Own != nil {
+		own = make(map[string]uint64, len(cols))
+	}
 	for i, c := range cols {
 		v[c.Name] = e.Values[i]
+		if own != nil && e.OwnOK[i] {
+			own[c.Name] = e.Own[i]
+		}
 	}
 	return EntryJSON{
 		Key: lt.schema.FormatKey(e.Key), ExpiresIn: e.ExpiresIn.String(),
-		ExpiresInMs: e.ExpiresIn.Milliseconds(), Use: e.Holders, Values: v,
+		ExpiresInMs: e.ExpiresIn.Milliseconds(), Use: e.Holders, Values: v, Edge: own,
 	}
 }
 

@@ -69,8 +69,10 @@ type TableConfig struct {
 	IPv6Prefix int `json:"ipv6_prefix,omitempty"`
 	// Shared shares the table with the other edges of the stick_cluster:
 	// "async" sums the counters of every edge through Redis every sync
-	// interval, with no Redis operation on the request path. Empty: the
-	// table is this edge's alone.
+	// interval, with no Redis operation on the request path; "strict"
+	// applies every request's increments in Redis (one atomic script per
+	// key, the requests waiting at once pipelined in one round trip), so
+	// limits are exact cluster-wide. Empty: the table is this edge's alone.
 	Shared string `json:"shared,omitempty"`
 }
 
@@ -105,9 +107,7 @@ func (tc *TableConfig) Validate(name string) (*table.Schema, error) {
 		return fail("size %d is more than the largest table, %d entries", tc.Size, table.MaxSize)
 	}
 	switch tc.Shared {
-	case "", sharedAsync:
-	case sharedStrict:
-		return fail("shared strict is not available yet (use shared async)")
+	case "", sharedAsync, sharedStrict:
 	default:
 		return fail("shared %q: want async or strict", tc.Shared)
 	}
@@ -155,7 +155,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	a.tables = make(map[string]*liveTable, len(a.Tables))
-	if err := metrics.Register(ctx, rejections, tableCollector{app: a}, syncSeconds, syncErrors, clusterCollector{app: a}); err != nil {
+	if err := metrics.Register(ctx, rejections, tableCollector{app: a}, syncSeconds, syncErrors, strictErrors, clusterCollector{app: a}); err != nil {
 		return fmt.Errorf("stick tables: registering metrics: %v", err)
 	}
 	names := make([]string, 0, len(a.Tables))
@@ -214,9 +214,6 @@ func (a *App) Start() error {
 	var ctx context.Context
 	ctx, a.endSync = context.WithCancel(context.Background())
 	a.syncing = new(sync.WaitGroup)
-	for _, sh := range a.shared {
-		sh.lt.sharing.Store(sh)
-	}
 	a.runShared(ctx)
 	return nil
 }

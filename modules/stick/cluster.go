@@ -28,6 +28,7 @@ type clusterApp interface {
 	Redis() goredis.UniversalClient
 	Node() string
 	SyncInterval() time.Duration
+	OpTimeout() time.Duration
 	DenyOnOutage() bool
 }
 
@@ -40,6 +41,12 @@ type shared struct {
 	deny   bool
 	outage atomic.Bool
 	logged atomic.Int64 // Unix ns of the last outage log
+	logger *zap.Logger
+	// strict tables: the request path's increments go through the batcher
+	// (started with the app), each waiting at most timeout.
+	strict  bool
+	timeout time.Duration
+	batcher *redis.Batcher
 }
 
 // provisionShared makes the shared tables' syncers; the stick_cluster app
@@ -64,12 +71,14 @@ func (a *App) provisionShared(ctx caddy.Context) error {
 	}
 	for _, name := range names {
 		lt := a.tables[name]
-		spec := redis.TableSpec{Name: name, Expire: time.Duration(a.Tables[name].Expire)}
+		strict := a.Tables[name].Shared == sharedStrict
+		spec := redis.TableSpec{Name: name, Expire: time.Duration(a.Tables[name].Expire), Strict: strict}
 		for _, c := range lt.schema.Columns() {
 			spec.Columns = append(spec.Columns, redis.Column{Name: c.Name, Kind: columnKind(lt.schema, c), Period: columnPeriod(lt.schema, c)})
 		}
 		a.shared = append(a.shared, &shared{
-			lt: lt, cols: lt.schema.Columns(), every: cl.SyncInterval(), deny: cl.DenyOnOutage(),
+			lt: lt, cols: lt.schema.Columns(), every: cl.SyncInterval(), deny: cl.DenyOnOutage(), logger: a.logger,
+			strict: strict, timeout: cl.OpTimeout(),
 			syncer: redis.NewSyncer(cl.Redis(), cl.Node(), spec, cl.SyncInterval()),
 		})
 	}
@@ -91,73 +100,192 @@ func columnKind(s *table.Schema, c table.Column) redis.ColumnKind {
 
 func columnPeriod(s *table.Schema, c table.Column) time.Duration { return s.FieldOf(c).Period }
 
-// runShared syncs every shared table until ctx ends, then once more so that
-// the last deltas reach Redis.
+// runShared starts the strict tables' batchers, makes the shared tables
+// count through them, and syncs every shared table until ctx ends, then
+// once more so that the last deltas reach Redis. Sync rounds are aligned on
+// the wall clock: every edge pushes at the multiples of sync (k × sync) and
+// pulls the totals at k × sync + pullDelay, so that the pull of a round sees
+// the pushes of that round from every edge whose clock is within pullDelay
+// of this one's (minus the push's own duration).
 func (a *App) runShared(ctx context.Context) {
 	for _, sh := range a.shared {
-		a.syncing.Add(1)
-		go func() {
-			defer a.syncing.Done()
-			tick := time.NewTicker(sh.every)
-			defer tick.Stop()
-			for {
+		if sh.strict {
+			sh.batcher = redis.NewBatcher(ctx, sh.syncer, sh.timeout)
+			a.syncing.Go(func() { <-sh.batcher.Done() })
+		}
+		sh.lt.sharing.Store(sh)
+	}
+	for _, sh := range a.shared {
+		a.syncing.Go(func() {
+			timer := time.NewTimer(time.Hour)
+			defer timer.Stop()
+			wait := func(d time.Duration) bool {
+				timer.Reset(d)
 				select {
 				case <-ctx.Done():
-					final, cancel := context.WithTimeout(context.Background(), 5*sh.every)
-					sh.sync(final, a.logger)
-					cancel()
-					return
-				case <-tick.C:
-					sh.sync(ctx, a.logger)
+					return false
+				case <-timer.C:
+					return true
 				}
 			}
-		}()
+			for {
+				if !wait(sh.untilRound(time.Now(), 0)) {
+					break
+				}
+				sh.sync(ctx, true)
+				if !wait(sh.untilRound(time.Now(), sh.pullDelay())) {
+					break
+				}
+				sh.sync(ctx, false)
+			}
+			final, cancel := context.WithTimeout(context.Background(), 5*sh.every)
+			sh.sync(final, true)
+			cancel()
+		})
 	}
 }
 
-// sync runs one sync round of the table.
-func (sh *shared) sync(ctx context.Context, logger *zap.Logger) {
+// pullDelay is how long after the push of a round an edge pulls: the
+// timeout, which bounds the other edges' pushes, at most half a sync.
+func (sh *shared) pullDelay() time.Duration { return min(sh.timeout, sh.every/2) }
+
+// untilRound returns how long from now until the next instant k × sync +
+// offset.
+func (sh *shared) untilRound(now time.Time, offset time.Duration) time.Duration {
+	every := sh.every.Nanoseconds()
+	next := (now.UnixNano()-offset.Nanoseconds())/every*every + every + offset.Nanoseconds()
+	return time.Duration(next - now.UnixNano())
+}
+
+// sync runs one sync round of the table: with push, it sends what was
+// counted locally since the last push; it always pulls the totals.
+func (sh *shared) sync(ctx context.Context, push bool) {
 	tbl := sh.lt.tbl
 	var changes []redis.Change
 	now := tbl.Now()
-	tbl.CollectDeltas(func(d table.Delta) {
-		c := redis.Change{Key: d.Key.Bytes(sh.lt.schema), Adds: d.Adds, Values: d.Values, Set: d.Set}
-		for i, col := range sh.cols {
-			if sh.lt.schema.FieldOf(col).Kind == table.Ban && c.Values[i] != 0 {
-				c.Values[i] += uint64(now) // ms left → deadline
+	if push {
+		tbl.CollectDeltas(func(d table.Delta) {
+			c := redis.Change{Key: d.Key.Bytes(sh.lt.schema), Adds: d.Adds, Values: d.Values, Set: d.Set}
+			for i, col := range sh.cols {
+				if sh.lt.schema.FieldOf(col).Kind == table.Ban && c.Values[i] != 0 {
+					c.Values[i] += uint64(now) // ms left → deadline
+				}
 			}
-		}
-		changes = append(changes, c)
-	})
+			changes = append(changes, c)
+		})
+	}
 	start := time.Now()
 	totals, err := sh.syncer.Sync(ctx, changes, nil)
 	syncSeconds.WithLabelValues(sh.lt.name).Observe(time.Since(start).Seconds())
 	if err != nil {
 		syncErrors.WithLabelValues(sh.lt.name).Inc()
-		sh.outage.Store(true)
-		if last := sh.logged.Load(); time.Since(time.Unix(0, last)) >= time.Second && sh.logged.CompareAndSwap(last, time.Now().UnixNano()) {
-			logger.Warn("stick cluster: Redis unreachable, counting locally", zap.String("table", sh.lt.name), zap.Error(err))
-		}
+		sh.unreachable(err)
 		return
 	}
-	if sh.outage.Swap(false) {
-		logger.Info("stick cluster: Redis reachable again, resynchronised", zap.String("table", sh.lt.name))
-	}
-	now = tbl.Now()
+	sh.reachable()
 	remote := make([]table.Remote, len(sh.cols))
 	for _, t := range totals {
 		k, ok := sh.lt.schema.KeyFromBytes(t.Key)
 		if !ok {
 			continue
 		}
-		for i, col := range sh.cols {
-			v := t.Values[i]
-			if sh.lt.schema.FieldOf(col).Kind == table.Ban {
-				v = uint64(max(int64(v)-now, 0)) // deadline → ms left
-			}
-			remote[i] = table.Remote{Column: col, Value: v}
+		_ = tbl.Merge(k, sh.remote(t, remote)) // a full table keeps its entries: the key waits for the next sync
+	}
+}
+
+// remote fills buf with the cluster values of t for Merge.
+func (sh *shared) remote(t redis.Total, buf []table.Remote) []table.Remote {
+	now := sh.lt.tbl.Now()
+	for i, col := range sh.cols {
+		v := t.Values[i]
+		if sh.lt.schema.FieldOf(col).Kind == table.Ban {
+			v = uint64(max(int64(v)-now, 0)) // deadline → ms left
 		}
-		_ = tbl.Merge(k, remote) // a full table keeps its entries: the key waits for the next sync
+		buf[i] = table.Remote{Column: col, Value: v}
+	}
+	return buf
+}
+
+// unreachable records that Redis could not be reached: the outage state,
+// and a log line at most once a second.
+func (sh *shared) unreachable(err error) {
+	sh.outage.Store(true)
+	if last := sh.logged.Load(); time.Since(time.Unix(0, last)) >= time.Second && sh.logged.CompareAndSwap(last, time.Now().UnixNano()) {
+		sh.logger.Warn("stick cluster: Redis unreachable, counting locally", zap.String("table", sh.lt.name), zap.Error(err))
+	}
+}
+
+// reachable ends the outage state.
+func (sh *shared) reachable() {
+	if sh.outage.Swap(false) {
+		sh.logger.Info("stick cluster: Redis reachable again, resynchronised", zap.String("table", sh.lt.name))
+	}
+}
+
+// acquire holds the entry of k in tbl (lt's table; lt may be nil) for ev. On a strict table it first applies
+// ev's increments in Redis (waiting at most the timeout) and returns the
+// request's own view of the entry (nil otherwise) and whether the release
+// must be sent to Redis too. When Redis cannot be reached, a strict table
+// counts locally (the sync pushes it later), or with on_outage deny
+// returns errOutageDeny.
+func (lt *liveTable) acquire(ctx context.Context, tbl *table.Table, k table.Key, ev table.Events) (ref table.Ref, view []uint64, strict *shared, err error) {
+	var sh *shared
+	if lt != nil {
+		sh = lt.sharing.Load()
+	}
+	if sh == nil || sh.batcher == nil {
+		ref, err = tbl.Acquire(k, ev)
+		return ref, nil, nil, err
+	}
+	inc := redis.Increment{Key: k.Bytes(lt.schema), Adds: lt.schema.Adds(ev)}
+	t, _, err := sh.batcher.Add(ctx, inc)
+	if err != nil {
+		strictErrors.WithLabelValues(lt.name).Inc()
+		sh.unreachable(err)
+		if sh.deny {
+			return table.Ref{}, nil, nil, errOutageDeny
+		}
+		ref, err = lt.tbl.Acquire(k, ev)
+		return ref, nil, nil, err
+	}
+	sh.reachable()
+	ref, view, err = lt.tbl.AcquireMerged(k, ev, sh.remote(t, make([]table.Remote, len(sh.cols))))
+	return ref, view, sh, err
+}
+
+// publish writes the gpt, server_id and ban values of the entry of ref to
+// Redis, waiting at most the timeout (a strict table's write: when it
+// returns, every edge's next request reads it). On error the sync loop
+// pushes the values later.
+func (sh *shared) publish(ctx context.Context, ref table.Ref) {
+	tbl := sh.lt.tbl
+	k, ok := tbl.Key(ref)
+	if !ok {
+		return
+	}
+	inc := redis.Increment{Key: k.Bytes(sh.lt.schema), Adds: make([]int64, len(sh.cols)), Values: make([]uint64, len(sh.cols)), Set: true}
+	now := tbl.Now()
+	for i, col := range sh.cols {
+		v, _ := tbl.Get(ref, col)
+		if sh.lt.schema.FieldOf(col).Kind == table.Ban && v != 0 {
+			v += uint64(now) // ms left → deadline
+		}
+		inc.Values[i] = v
+	}
+	if _, _, err := sh.batcher.Add(ctx, inc); err != nil {
+		strictErrors.WithLabelValues(sh.lt.name).Inc()
+		sh.unreachable(err)
+	}
+}
+
+// release ends what acquire started; a strict acquire's gauge change is
+// sent to Redis without waiting.
+func (sh *shared) release(k table.Key, ev table.Events) {
+	if sh == nil {
+		return
+	}
+	if !sh.batcher.Release(redis.Increment{Key: k.Bytes(sh.lt.schema), Adds: sh.lt.schema.Adds(ev)}) {
+		strictErrors.WithLabelValues(sh.lt.name).Inc()
 	}
 }
 
@@ -186,7 +314,7 @@ func (lt *liveTable) denied() bool {
 
 // ClusterInfo is the cluster state of a shared table in GET /stick-tables/.
 type ClusterInfo struct {
-	// Sharing mode: async.
+	// Sharing mode: async or strict.
 	Mode string `json:"mode"`
 	// Whether the last sync reached Redis.
 	Connected bool `json:"connected"`
@@ -202,7 +330,11 @@ type ClusterInfo struct {
 
 func (sh *shared) info() *ClusterInfo {
 	st := sh.syncer.Stats()
-	ci := &ClusterInfo{Mode: sharedAsync, Connected: st.Connected, Edges: st.Edges, Syncs: st.Syncs, Errors: st.Errors, RoundTrips: st.RoundTrips}
+	mode := sharedAsync
+	if sh.strict {
+		mode = sharedStrict
+	}
+	ci := &ClusterInfo{Mode: mode, Connected: st.Connected, Edges: st.Edges, Syncs: st.Syncs, Errors: st.Errors, RoundTrips: st.RoundTrips}
 	if !st.LastSync.IsZero() {
 		ci.LastSync = st.LastSync.UTC().Format(time.RFC3339Nano)
 	}
@@ -217,6 +349,10 @@ var (
 		Namespace: "rampart", Subsystem: "cluster", Name: "sync_duration_seconds",
 		Help:    "Duration of one sync round of a shared stick table with Redis.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+	}, []string{"table"})
+	strictErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "rampart", Subsystem: "cluster", Name: "strict_errors_total",
+		Help: "Increments of a strict shared stick table that did not reach Redis in time (counted locally or refused).",
 	}, []string{"table"})
 	syncErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "rampart", Subsystem: "cluster", Name: "sync_errors_total",

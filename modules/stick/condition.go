@@ -78,11 +78,11 @@ func (c Condition) compile(tableName string, t *table.Table) (compiled, error) {
 }
 
 // held evaluates the condition on a held entry.
-func (c *compiled) held(t *table.Table, r table.Ref) bool {
+func (c *compiled) held(tr *tracked) bool {
 	if c.banned {
-		return t.Banned(r)
+		return tr.banned()
 	}
-	v, ok := t.Get(r, c.col)
+	v, ok := tr.get(c.col)
 	return ok && c.op(v, c.value)
 }
 
@@ -110,9 +110,9 @@ func compileAll(tableName string, t *table.Table, conds []Condition) ([]compiled
 }
 
 // firstHeld returns the first condition that holds on a held entry.
-func firstHeld(t *table.Table, r table.Ref, conds []compiled) (*compiled, bool) {
+func firstHeld(tr *tracked, conds []compiled) (*compiled, bool) {
 	for i := range conds {
-		if conds[i].held(t, r) {
+		if conds[i].held(tr) {
 			return &conds[i], true
 		}
 	}

@@ -79,7 +79,7 @@ func (c *connTracker) open(k table.Key, remote string) (ref table.Ref, ok bool) 
 		}
 		return table.Ref{}, true
 	}
-	if rule, hit := firstHeld(c.tbl, ref, c.conds); hit {
+	if rule, hit := firstHeld(&tracked{tbl: c.tbl, ref: ref}, c.conds); hit {
 		c.tbl.Release(ref, table.Events{ConnEnd: true})
 		rejections.WithLabelValues(c.Table, c.layer).Inc()
 		c.logger.Debug("connection rejected", zap.String("table", c.Table), zap.String("remote", remote), zap.String("rule", rule.text))

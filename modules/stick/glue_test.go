@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -183,5 +184,22 @@ func BenchmarkHTTPBaseline(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = next.ServeHTTP(w, request("192.0.2.1"))
+	}
+}
+
+// TestUntilRoundAligns: sync rounds start at the multiples of sync (plus
+// the pull delay), whatever the current time.
+func TestUntilRoundAligns(t *testing.T) {
+	sh := &shared{every: 100 * time.Millisecond}
+	base := time.Unix(1_800_000_000, 0)
+	for _, off := range []time.Duration{0, time.Millisecond, 49 * time.Millisecond, 50 * time.Millisecond, 99 * time.Millisecond} {
+		now := base.Add(off)
+		for _, offset := range []time.Duration{0, 50 * time.Millisecond} {
+			d := sh.untilRound(now, offset)
+			at := now.Add(d)
+			if d <= 0 || d > sh.every || (at.UnixNano()-offset.Nanoseconds())%sh.every.Nanoseconds() != 0 {
+				t.Errorf("at +%v offset %v: waits %v until %v", off, offset, d, at.Sub(base))
+			}
+		}
 	}
 }

@@ -47,6 +47,29 @@ type tracked struct {
 	tbl  *table.Table
 	ref  table.Ref
 	key  string
+	// view is a strict table's entry as this request counted it (by
+	// column): reads see the request's own cluster-wide count, not a later
+	// request's. nil for other tables.
+	view []uint64
+}
+
+// get reads a column of the tracked entry.
+func (tr *tracked) get(c table.Column) (uint64, bool) {
+	if tr.view != nil {
+		if i := tr.tbl.Schema().ColumnIndex(c); i >= 0 {
+			return tr.view[i], true
+		}
+	}
+	return tr.tbl.Get(tr.ref, c)
+}
+
+// banned reports whether the tracked entry's ban is in force.
+func (tr *tracked) banned() bool {
+	if c, ok := tr.tbl.BanColumn(); ok && tr.view != nil {
+		v, _ := tr.get(c)
+		return v > 0
+	}
+	return tr.tbl.Banned(tr.ref)
 }
 
 func stateOf(r *http.Request) *reqState {
@@ -130,7 +153,10 @@ func (h *Track) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	if h.live.denied() {
 		return caddyhttp.Error(http.StatusServiceUnavailable, errOutageDeny)
 	}
-	ref, err := h.tbl.Acquire(k, table.Events{Req: true})
+	ref, view, strict, err := h.live.acquire(r.Context(), h.tbl, k, table.Events{Req: true})
+	if errors.Is(err, errOutageDeny) {
+		return caddyhttp.Error(http.StatusServiceUnavailable, err)
+	}
 	if err != nil {
 		if h.full.allow() {
 			h.logger.Warn("request not tracked (at most one such line a second)", zap.String("table", h.Table), zap.String("key", keyText), zap.Error(err))
@@ -154,7 +180,7 @@ func (h *Track) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		}
 		w = &st.w
 	}
-	st.tracked = append(st.tracked, tracked{name: h.Table, tbl: h.tbl, ref: ref, key: keyText})
+	st.tracked = append(st.tracked, tracked{name: h.Table, tbl: h.tbl, ref: ref, key: keyText, view: view})
 	// Deferred: the rest of the route may panic (http.ErrAbortHandler when
 	// the origin or the client goes away mid-body); the entry is released
 	// on every way out.
@@ -164,7 +190,9 @@ func (h *Track) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		if !completed {
 			end = errPanicked // the panic goes on; the request counts as failed
 		}
-		h.tbl.Release(ref, st.endEvents(end))
+		ev := st.endEvents(end)
+		h.tbl.Release(ref, ev)
+		strict.release(k, ev)
 	}()
 	err = next.ServeHTTP(w, r)
 	completed = true
@@ -228,13 +256,13 @@ func (s *reqState) placeholder(key string) (any, bool) {
 	case "key":
 		return tr.key, true
 	case "banned":
-		return tr.tbl.Banned(tr.ref), true
+		return tr.banned(), true
 	default:
 		col, err := tr.tbl.Schema().Column(data)
 		if err != nil {
 			return nil, false
 		}
-		v, _ := tr.tbl.Get(tr.ref, col)
+		v, _ := tr.get(col)
 		return v, true
 	}
 }
@@ -306,7 +334,23 @@ type target struct {
 	// in the same request.
 	Key string `json:"key,omitempty"`
 
-	tbl *table.Table
+	tbl  *table.Table
+	live *liveTable
+}
+
+// set stores v in a column of the entry. On a strict table the entry's
+// gpt, server_id and ban go to Redis at once (not at the next sync), so the
+// other edges' next requests read them.
+func (t *target) set(r *http.Request, col table.Column, v uint64) {
+	t.with(r, func(ref table.Ref) {
+		t.tbl.Set(ref, col, v)
+		if t.live == nil {
+			return
+		}
+		if sh := t.live.sharing.Load(); sh != nil && sh.batcher != nil {
+			sh.publish(r.Context(), ref)
+		}
+	})
 }
 
 func (t *target) provision(ctx caddy.Context, directive string) error {
@@ -315,6 +359,7 @@ func (t *target) provision(ctx caddy.Context, directive string) error {
 		return fmt.Errorf("%s: %v", directive, err)
 	}
 	t.tbl = tbl
+	t.live = liveTableOf(ctx, t.Table)
 	return nil
 }
 
@@ -346,6 +391,7 @@ func (t *target) with(r *http.Request, fn func(table.Ref)) bool {
 		tr, ok := stateOf(r).find(t.Table)
 		if ok {
 			fn(tr.ref)
+			tr.view = nil // the request changed the entry: read it from now on
 		}
 		return ok
 	}

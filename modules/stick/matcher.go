@@ -57,7 +57,7 @@ func (m *MatchStick) MatchWithError(r *http.Request) (bool, error) {
 		if !ok {
 			return false, nil
 		}
-		return m.cond.held(m.tbl, tr.ref), nil
+		return m.cond.held(tr), nil
 	}
 	k, err := m.key(r)
 	if err != nil {

@@ -61,6 +61,10 @@ type TableSpec struct {
 	// Expire is how long the table keeps an idle entry; Redis keeps it as
 	// long (a day when 0).
 	Expire time.Duration
+	// Strict tables send their increments and gauge changes through a
+	// Batcher; Sync then only removes this edge's gauge of a key where it
+	// holds none (repairing a release that could not reach Redis).
+	Strict bool
 }
 
 // Change is what one entry counted locally since the previous sync.
@@ -305,6 +309,9 @@ func (s *Syncer) pushArgs(b *batch, e *pending) ([]string, []any) {
 				continue
 			}
 			field := col.Name + "@" + s.node
+			if s.spec.Strict && e.values[i] != 0 {
+				continue // the Batcher keeps it
+			}
 			if e.values[i] == 0 {
 				args = append(args, 1, "d", field, 0)
 			} else {
@@ -316,8 +323,14 @@ func (s *Syncer) pushArgs(b *batch, e *pending) ([]string, []any) {
 			}
 		}
 	}
-	args[3] = (2*maxPeriod + 2*s.every + time.Second).Milliseconds()
+	args[3] = s.windowTTL(maxPeriod).Milliseconds()
 	return keys, args
+}
+
+// windowTTL is how long rate windows live: two of the longest period, two
+// syncs and a second.
+func (s *Syncer) windowTTL(maxPeriod time.Duration) time.Duration {
+	return 2*maxPeriod + 2*s.every + time.Second
 }
 
 // Sync pushes the changes (and whatever earlier syncs could not push),
@@ -565,33 +578,43 @@ func (s *Syncer) parsePulls(pulls []pull, live []string, nowMs int64) []Total {
 		if len(h) == 0 {
 			continue // unknown to Redis (expired, or Redis lost it): keep the local view
 		}
-		t := Total{Key: p.key, Values: make([]uint64, len(s.spec.Columns))}
-		for i, col := range s.spec.Columns {
-			switch col.Kind {
-			case Counter, Value:
-				t.Values[i], _ = strconv.ParseUint(h[col.Name], 10, 64)
-			case Rate:
-				ws := p.windows[col.Period]
-				cur, _ := strconv.ParseUint(ws[0].Val()[col.Name], 10, 64)
-				prev, _ := strconv.ParseUint(ws[1].Val()[col.Name], 10, 64)
-				per := col.Period.Milliseconds()
-				t.Values[i] = cur + prev*uint64(per-nowMs%per)/uint64(per)
-			case Gauge:
-				prefix := col.Name + "@"
-				for f, v := range h {
-					node, ok := strings.CutPrefix(f, prefix)
-					if !ok || node == s.node || !alive[node] {
-						continue
-					}
-					n, _ := strconv.ParseUint(v, 10, 64)
-					t.Values[i] += n
-				}
-			}
+		windows := make(map[time.Duration][2]map[string]string, len(p.windows))
+		for period, ws := range p.windows {
+			windows[period] = [2]map[string]string{ws[0].Val(), ws[1].Val()}
 		}
+		t := s.totalOf(p.key, h, windows, alive, nowMs)
 		s.watchTotal(t, nowMs)
 		out = append(out, t)
 	}
 	return out
+}
+
+// totalOf reads an entry's totals from its hash h and the current and
+// previous windows of each rate period: a Gauge is the sum of the other
+// live edges.
+func (s *Syncer) totalOf(key []byte, h map[string]string, windows map[time.Duration][2]map[string]string, alive map[string]bool, nowMs int64) Total {
+	t := Total{Key: key, Values: make([]uint64, len(s.spec.Columns))}
+	for i, col := range s.spec.Columns {
+		switch col.Kind {
+		case Counter, Value:
+			t.Values[i] = parseCount(h[col.Name])
+		case Rate:
+			ws := windows[col.Period]
+			cur, prev := parseCount(ws[0][col.Name]), parseCount(ws[1][col.Name])
+			per := col.Period.Milliseconds()
+			t.Values[i] = cur + prev*uint64(per-nowMs%per)/uint64(per)
+		case Gauge:
+			prefix := col.Name + "@"
+			for f, v := range h {
+				node, ok := strings.CutPrefix(f, prefix)
+				if !ok || node == s.node || !alive[node] {
+					continue
+				}
+				t.Values[i] += parseCount(v)
+			}
+		}
+	}
+	return t
 }
 
 func (s *Syncer) record(ok bool, live []string, now time.Time) {

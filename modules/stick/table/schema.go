@@ -126,6 +126,10 @@ type Field struct {
 	// remote is the word offset of the other nodes' sum of a gauge
 	// (conn_cur, req_cur) in replicated schemas, -1 if none.
 	remote int
+	// own is the word offset of this node's own counts of a summable field
+	// (as the field: rates keep their windows) in replicated schemas, -1 if
+	// none: the admin API's share of this edge.
+	own int
 }
 
 // Schema describes a table: key type and the stored fields. Two tables with
@@ -227,7 +231,7 @@ func (s *Schema) Init() error {
 	}
 	for i := range s.Fields {
 		f := &s.Fields[i]
-		f.delta, f.remote = -1, -1
+		f.delta, f.remote, f.own = -1, -1, -1
 		if s.Replicated && (f.Kind == ConnCur || f.Kind == ReqCur) {
 			f.remote = off
 			off += f.Count
@@ -239,6 +243,8 @@ func (s *Schema) Init() error {
 				w = 2
 			}
 			off += w * f.Count
+			f.own = off
+			off += f.width * f.Count
 		}
 	}
 	s.stride = off

@@ -98,6 +98,13 @@ func (t *Table) Merge(k Key, remote []Remote) error {
 		return err
 	}
 	defer sh.mu.Unlock()
+	m := sh.meta(idx)
+	t.mergeLocked(sh, idx, remote, now)
+	t.touch(sh, idx, m, now)
+	return nil
+}
+
+func (t *Table) mergeLocked(sh *shard, idx uint32, remote []Remote, now int64) {
 	data := t.data(sh, idx)
 	m := sh.meta(idx)
 	for _, r := range remote {
@@ -115,8 +122,80 @@ func (t *Table) Merge(k Key, remote []Remote) error {
 			setField(data, f, r.Column.elem, now, r.Value)
 		}
 	}
+}
+
+// AcquireMerged is Acquire for an event the cluster already counted (a
+// strict table's increment applied in Redis): the entry takes the cluster
+// values in remote as Merge does, only ev's gauges (and this node's own
+// counts) count locally, and nothing is recorded for the next sync. It also returns the entry's values
+// (by column, as Entry.Values) right after the merge, under the same lock:
+// the caller's own view, exact even while other holders merge later totals.
+func (t *Table) AcquireMerged(k Key, ev Events, remote []Remote) (Ref, []uint64, error) {
+	sh, idx, now, err := t.lockEntry(k)
+	if err != nil {
+		return Ref{}, nil, err
+	}
+	defer sh.mu.Unlock()
+	data := t.data(sh, idx)
+	for _, g := range [...]struct {
+		on                 bool
+		gauge, count, rate Kind
+	}{{ev.Conn, ConnCur, ConnCnt, ConnRate}, {ev.Req, ReqCur, HTTPReqCnt, HTTPReqRate}} {
+		if !g.on {
+			continue
+		}
+		if f := t.field(g.gauge); f != nil {
+			addField(data, f, 0, now, 1)
+		}
+		for _, k := range []Kind{g.count, g.rate} {
+			if f := t.field(k); f != nil {
+				addOwn(data, f, 0, now, 1) // the cluster's total has it already
+			}
+		}
+	}
+	t.mergeLocked(sh, idx, remote, now)
+	m := sh.meta(idx)
+	m.refs++
 	t.touch(sh, idx, m, now)
-	return nil
+	return Ref{sh: sh, idx: idx, gen: m.gen}, t.snapshot(sh, idx, now).Values, nil
+}
+
+// Adds returns, by column, what the connection and request events of ev
+// change: conn_cnt, conn_rate and http_req_cnt, http_req_rate +1 for an
+// opening, conn_cur and req_cur +1 for an opening and −1 for an end.
+// Status and byte counts are not included.
+func (s *Schema) Adds(ev Events) []int64 {
+	adds := make([]int64, len(s.columns))
+	for i, c := range s.columns {
+		switch s.Fields[c.field].Kind {
+		case ConnCnt, ConnRate:
+			adds[i] = b2i(ev.Conn)
+		case HTTPReqCnt, HTTPReqRate:
+			adds[i] = b2i(ev.Req)
+		case ConnCur:
+			adds[i] = b2i(ev.Conn) - b2i(ev.ConnEnd)
+		case ReqCur:
+			adds[i] = b2i(ev.Req) - b2i(ev.ReqEnd)
+		}
+	}
+	return adds
+}
+
+func b2i(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// ColumnIndex returns the index of c in Columns().
+func (s *Schema) ColumnIndex(c Column) int {
+	for i, sc := range s.columns {
+		if sc.field == c.field && sc.elem == c.elem {
+			return i
+		}
+	}
+	return -1
 }
 
 // Bytes returns the key's bytes: 16 for ip and integer keys, the string

@@ -58,3 +58,36 @@ func TestKeyBytesRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestEntryOwnShare: a replicated entry reports this node's own counts,
+// rates and gauges next to the cluster-wide values, whether the counts
+// came from local events or from a strict acquire the cluster counted.
+func TestEntryOwnShare(t *testing.T) {
+	s := mustSchema(t, "ip", "http_req_cnt", "http_req_rate(10s)", "req_cur", "ban")
+	s.Replicated = true
+	tb, _ := newTable(t, s, 10, 0)
+	k := key(t, tb, "192.0.2.8")
+	for range 3 {
+		r, _ := tb.Acquire(k, Events{Req: true})
+		tb.Release(r, Events{ReqEnd: true})
+	}
+	tb.CollectDeltas(func(Delta) {})
+	remote := []Remote{{col(t, tb, "http_req_cnt"), 10}, {col(t, tb, "http_req_rate"), 10}, {col(t, tb, "req_cur"), 2}}
+	if err := tb.Merge(k, remote); err != nil {
+		t.Fatal(err)
+	}
+	remote[0].Value, remote[1].Value = 11, 11
+	r, view, err := tb.AcquireMerged(k, Events{Req: true}, remote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tb.Release(r, Events{ReqEnd: true})
+	e, _ := tb.Snapshot(k)
+	// columns: http_req_cnt http_req_rate req_cur ban
+	if e.Values[0] != 11 || e.Values[1] != 11 || e.Values[2] != 3 || view[0] != 11 {
+		t.Errorf("cluster values %v (view %v), want cnt 11, rate 11, req_cur 2 + 1", e.Values, view)
+	}
+	if e.Own[0] != 4 || e.Own[1] != 4 || e.Own[2] != 1 || !e.OwnOK[2] || e.OwnOK[3] {
+		t.Errorf("own %v %v, want cnt 4, rate 4, req_cur 1, no ban", e.Own, e.OwnOK)
+	}
+}

@@ -516,6 +516,11 @@ type Entry struct {
 	ExpiresIn time.Duration // 0 when the table has no expiry
 	Holders   int           // live connections and requests holding it
 	Values    []uint64      // one per Schema.Columns(); ban in milliseconds left
+	// Own is this node's part of Values in a replicated schema: its own
+	// counts and rates of summable columns, its local gauges; nil otherwise.
+	// OwnOK tells which columns have one.
+	Own   []uint64
+	OwnOK []bool
 }
 
 // Snapshot returns a snapshot of the entry of k.
@@ -541,8 +546,15 @@ func (t *Table) snapshot(sh *shard, idx uint32, now int64) Entry {
 	}
 	data := t.data(sh, idx)
 	e.Values = make([]uint64, len(t.schema.columns))
+	if t.schema.Replicated {
+		e.Own, e.OwnOK = make([]uint64, len(t.schema.columns)), make([]bool, len(t.schema.columns))
+	}
 	for i, c := range t.schema.columns {
-		e.Values[i] = getField(data, &t.schema.Fields[c.field], c.elem, now)
+		f := &t.schema.Fields[c.field]
+		e.Values[i] = getField(data, f, c.elem, now)
+		if e.Own != nil {
+			e.Own[i], e.OwnOK[i] = getOwn(data, f, c.elem, now)
+		}
 	}
 	return e
 }

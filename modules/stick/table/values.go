@@ -119,7 +119,15 @@ func fieldWords(data []uint32, f *Field, e int) []uint32 {
 // addField adds n to element e of f (counter, gauge or rate) and records the
 // delta of replicated schemas.
 func addField(data []uint32, f *Field, e int, now int64, n uint64) {
-	w := fieldWords(data, f, e)
+	addWords(fieldWords(data, f, e), f, now, n)
+	if f.delta >= 0 {
+		addDelta(data, f, e, n)
+	}
+	addOwn(data, f, e, now, n)
+}
+
+// addWords adds n to one element's words w of f.
+func addWords(w []uint32, f *Field, now int64, n uint64) {
 	switch {
 	case f.Kind.isRate():
 		rateAdd(w, now, f.Period.Milliseconds(), n, f.width == 5)
@@ -128,9 +136,28 @@ func addField(data []uint32, f *Field, e int, now int64, n uint64) {
 	default:
 		w[0] = satAdd32(w[0], n)
 	}
-	if f.delta >= 0 {
-		addDelta(data, f, e, n)
+}
+
+// addOwn adds n to this node's own count of element e of f (replicated
+// schemas).
+func addOwn(data []uint32, f *Field, e int, now int64, n uint64) {
+	if f.own >= 0 {
+		o := f.own + e*f.width
+		addWords(data[o:o+f.width:o+f.width], f, now, n)
 	}
+}
+
+// getOwn reads this node's own part of element e of f: its own counts of a
+// summable field, its local gauge. ok is false for other fields.
+func getOwn(data []uint32, f *Field, e int, now int64) (v uint64, ok bool) {
+	switch {
+	case f.remote >= 0:
+		return uint64(fieldWords(data, f, e)[0]), true
+	case f.own >= 0:
+		o := f.own + e*f.width
+		return readWords(data[o:o+f.width:o+f.width], f, now), true
+	}
+	return 0, false
 }
 
 func addDelta(data []uint32, f *Field, e int, n uint64) {
@@ -182,12 +209,19 @@ func getField(data []uint32, f *Field, e int, now int64) uint64 {
 			return 0
 		}
 		return uint64(until - now) // milliseconds left
+	case f.remote >= 0:
+		return uint64(w[0]) + uint64(data[f.remote+e])
+	}
+	return readWords(w, f, now)
+}
+
+// readWords reads one element's words w of a counter, gauge or rate f.
+func readWords(w []uint32, f *Field, now int64) uint64 {
+	switch {
 	case f.Kind.isRate():
 		return rateGet(w, now, f.Period.Milliseconds(), f.width == 5)
 	case f.width == 2:
 		return get64(w)
-	case f.remote >= 0:
-		return uint64(w[0]) + uint64(data[f.remote+e])
 	}
 	return uint64(w[0])
 }
