@@ -80,3 +80,15 @@ ab_ratio() {
 
 # cpu_ticks PID: user+system CPU time of a process, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# cluster_sync_stats ADMIN_PORT TABLE: a shared table's sync rounds so far
+# on the edge with that admin port: count, mean duration, failed rounds,
+# deltas lost after 64 unconfirmed batches (from its /metrics).
+cluster_sync_stats() {
+	curl -s "http://127.0.0.1:$1/metrics" | awk -v t="{table=\"$2\"}" '
+		$1 == "rampart_cluster_sync_duration_seconds_sum" t {sum = $2}
+		$1 == "rampart_cluster_sync_duration_seconds_count" t {n = $2}
+		$1 == "rampart_cluster_sync_errors_total" t {err = $2}
+		$1 == "rampart_cluster_lost_deltas_total" t {lost = $2}
+		END {printf "%d sync rounds, mean %.1f ms, %d failed, %d deltas lost", n, n ? sum * 1000 / n : 0, err, lost}'
+}

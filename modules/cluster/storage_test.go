@@ -30,7 +30,7 @@ type storage interface {
 
 // newTestStorage is one edge's storage on the Redis at addr, with a client
 // of its own.
-func newTestStorage(t *testing.T, addr, prefix string, lockTTL time.Duration) storage {
+func newTestStorage(t testing.TB, addr, prefix string, lockTTL time.Duration) storage {
 	t.Helper()
 	cfg := cluster.RedisConfig{Addresses: []string{"redis://" + addr}, Timeout: caddy.Duration(2 * time.Second)}
 	client, target, err := cfg.Open(time.Second)
