@@ -51,9 +51,11 @@ func startRedisCluster(t *testing.T) string {
 	dir := t.TempDir()
 	var addrs, urls []string
 	for i := range 3 {
-		port := strconv.Itoa(harness.FreePort(t))
+		// the cluster bus port is port+10000 unless set: that may be in the
+		// ephemeral range or taken, so it is a free port of its own
+		port, bus := strconv.Itoa(harness.FreePort(t)), strconv.Itoa(harness.FreePort(t))
 		harness.Start(t, "127.0.0.1:"+port, bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes-"+strconv.Itoa(i)+".conf"), "--dir", dir)
+			"--cluster-enabled", "yes", "--cluster-port", bus, "--cluster-config-file", filepath.Join(dir, "nodes-"+strconv.Itoa(i)+".conf"), "--dir", dir)
 		addrs = append(addrs, "127.0.0.1:"+port)
 		urls = append(urls, "redis://127.0.0.1:"+port)
 	}

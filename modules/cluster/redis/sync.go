@@ -153,7 +153,21 @@ type pending struct {
 type batch struct {
 	seq     int64
 	entries []*pending
+	// unsure: a push of the batch timed out, so Redis may have applied
+	// it; the batch is only ever resent with its number, never refolded.
+	unsure bool
 }
+
+// push is one entry's push script in a round.
+type push struct {
+	bt  *batch
+	e   *pending
+	cmd *goredis.Cmd // nil when the round ended before sending it
+}
+
+// pipelineKeys is how many entries (pushed or pulled) one pipeline carries
+// at most: a few milliseconds of Redis work, well within a timeout.
+const pipelineKeys = 256
 
 // NewSyncer returns the syncer of spec for node, syncing every interval.
 func NewSyncer(client goredis.UniversalClient, node string, spec TableSpec, every time.Duration) *Syncer {
@@ -334,11 +348,13 @@ func (s *Syncer) windowTTL(maxPeriod time.Duration) time.Duration {
 }
 
 // Sync pushes the changes (and whatever earlier syncs could not push),
-// then pulls the cluster's totals of the changed keys, of the keys in pull,
-// of the keys whose totals changed within the last 3 s (up to 100k) and of
-// keys whose values other edges set. It is one pipelined round trip (two when other edges set
-// values). On error the changes are kept for the next Sync.
-func (s *Syncer) Sync(ctx context.Context, changes []Change, pull [][]byte) ([]Total, error) {
+// then pulls the cluster's totals of the changed keys, of the keys in
+// toPull, of the keys whose totals changed within the last 3 s (up to 100k)
+// and of keys whose values other edges set. It is one pipelined round trip
+// per pipelineKeys entries (one more when other edges set values), sent
+// while the round is within half a sync; what it had no time for waits for
+// the next Sync. On error the changes are kept for the next Sync.
+func (s *Syncer) Sync(ctx context.Context, changes []Change, toPull [][]byte) ([]Total, error) {
 	now := time.Now()
 	nowMs := now.UnixMilli()
 	for _, c := range changes {
@@ -366,7 +382,7 @@ func (s *Syncer) Sync(ctx context.Context, changes []Change, pull [][]byte) ([]T
 			w.changed = nowMs
 		}
 	}
-	for _, k := range pull {
+	for _, k := range toPull {
 		keys[string(k)] = k
 	}
 	for k, w := range s.watch {
@@ -384,48 +400,87 @@ func (s *Syncer) Sync(ctx context.Context, changes []Change, pull [][]byte) ([]T
 		s.streamID = strconv.FormatInt(nowMs, 10) + "-0"
 	}
 
-	pipe := s.client.Pipeline()
+	// The round goes out in pipelines of at most pipelineKeys entries, in
+	// order (a batch's pushes before any later batch's), so that no pipeline
+	// outlasts the per-operation timeout however many keys changed. The
+	// first pipeline always goes; the next ones only while the round is
+	// within its budget (half a sync, so that the push and pull rounds of one
+	// sync fit in it). What was not sent waits for the next round.
+	deadline := now.Add(s.every / 2)
 	dead := nowMs - 3*s.every.Milliseconds()
-	pipe.ZAdd(ctx, "rampart:edges", goredis.Z{Score: float64(nowMs), Member: s.node})
-	pipe.ZRemRangeByScore(ctx, "rampart:edges", "-inf", "("+strconv.FormatInt(dead, 10))
-	edgesCmd := pipe.ZRange(ctx, "rampart:edges", 0, -1)
 	streamKey := s.prefix + "sets"
-	xread := pipe.XRead(ctx, &goredis.XReadArgs{Streams: []string{streamKey, s.streamID}, Count: 10000, Block: -1})
 	batches := append(s.inflight, b)
-	evals := make([][]*goredis.Cmd, len(batches))
-	for bi, bt := range batches {
+	var pushes []push
+	for _, bt := range batches {
 		for _, e := range bt.entries {
-			k, a := s.pushArgs(bt, e)
-			evals[bi] = append(evals[bi], s.script.EvalSha(ctx, pipe, k, a...))
+			pushes = append(pushes, push{bt: bt, e: e})
 		}
 	}
-	for _, e := range b.entries {
-		if e.set {
-			pipe.XAdd(ctx, &goredis.XAddArgs{Stream: streamKey, MaxLen: 10000, Approx: true, Values: []any{"k", e.key}})
+	pullKeys := make([][]byte, 0, len(keys))
+	for _, k := range keys {
+		pullKeys = append(pullKeys, k)
+	}
+	var (
+		edgesCmd *goredis.StringSliceCmd
+		xread    *goredis.XStreamSliceCmd
+		pulls    []pull
+		err      error
+	)
+	sentPushes, sentPulls := 0, 0
+	for first := true; first || (sentPushes < len(pushes) || sentPulls < len(pullKeys)) && time.Now().Before(deadline); first = false {
+		pipe := s.client.Pipeline()
+		if first {
+			pipe.ZAdd(ctx, "rampart:edges", goredis.Z{Score: float64(nowMs), Member: s.node})
+			pipe.ZRemRangeByScore(ctx, "rampart:edges", "-inf", "("+strconv.FormatInt(dead, 10))
+			edgesCmd = pipe.ZRange(ctx, "rampart:edges", 0, -1)
+			xread = pipe.XRead(ctx, &goredis.XReadArgs{Streams: []string{streamKey, s.streamID}, Count: 10000, Block: -1})
+		}
+		room := pipelineKeys
+		for ; room > 0 && sentPushes < len(pushes); room-- {
+			p := &pushes[sentPushes]
+			k, a := s.pushArgs(p.bt, p.e)
+			p.cmd = s.script.EvalSha(ctx, pipe, k, a...)
+			if p.bt == b && p.e.set {
+				pipe.XAdd(ctx, &goredis.XAddArgs{Stream: streamKey, MaxLen: 10000, Approx: true, Values: []any{"k", p.e.key}})
+			}
+			sentPushes++
+		}
+		chunk := pullKeys[sentPulls:min(len(pullKeys), sentPulls+room)]
+		pulls = append(pulls, s.queuePulls(ctx, pipe, chunk, nowMs)...)
+		sentPulls += len(chunk)
+		err = execPipe(ctx, pipe)
+		s.rt.Add(1)
+		if err != nil {
+			break
 		}
 	}
-	pulls := s.queuePulls(ctx, pipe, keys, nowMs)
-	err := execPipe(ctx, pipe)
-	s.rt.Add(1)
 
-	// Sort the batches: applied, certainly not applied, or unknown.
+	// Keep what Redis did not certainly apply: a batch some push of which
+	// may have been applied (a timeout) is resent as it is, with its batch
+	// number, so Redis skips what it already has; one certainly not applied
+	// (not sent, refused, script unknown) is folded into the next batch.
 	s.inflight = s.inflight[:0]
 	reload := false
-	for bi, bt := range batches {
-		var failed, unsure bool
-		for _, c := range evals[bi] {
-			if e := c.Err(); e != nil {
-				failed = true
-				if strings.HasPrefix(e.Error(), "NOSCRIPT") {
-					reload = true
-				} else if !notSent(e) {
-					unsure = true
-				}
+	left := make(map[*batch][]*pending, len(batches))
+	for _, p := range pushes {
+		if p.cmd != nil {
+			e := p.cmd.Err()
+			if e == nil {
+				continue // applied
+			}
+			if strings.HasPrefix(e.Error(), "NOSCRIPT") {
+				reload = true
+			} else if !notSent(e) {
+				p.bt.unsure = true
 			}
 		}
+		left[p.bt] = append(left[p.bt], p.e)
+	}
+	for _, bt := range batches {
+		bt.entries = left[bt]
 		switch {
-		case !failed:
-		case unsure:
+		case len(bt.entries) == 0:
+		case bt.unsure:
 			s.inflight = append(s.inflight, bt)
 		default:
 			s.refold(bt, nowMs)
@@ -443,6 +498,12 @@ func (s *Syncer) Sync(ctx context.Context, changes []Change, pull [][]byte) ([]T
 	if reload {
 		// Redis restarted: load the script before the next push.
 		s.loaded = false
+	}
+	var later [][]byte // keys to pull that the round had no time for
+	for _, k := range pullKeys[sentPulls:] {
+		if _, watched := s.watch[string(k)]; !watched {
+			later = append(later, k)
+		}
 	}
 	if err != nil {
 		s.record(false, nil, now)
@@ -463,27 +524,28 @@ func (s *Syncer) Sync(ctx context.Context, changes []Change, pull [][]byte) ([]T
 	if len(s.announce) > 0 {
 		// Other edges set values: pull those keys now rather than next time,
 		// so that a ban reaches this edge within two syncs.
-		more := map[string][]byte{}
+		var more [][]byte
 		for _, k := range s.announce {
 			if _, done := keys[string(k)]; !done {
-				more[string(k)] = k
+				more = append(more, k)
 			}
 		}
 		s.announce = s.announce[:0]
-		if len(more) > 0 {
+		for len(more) > 0 && time.Now().Before(deadline) {
+			chunk := more[:min(len(more), pipelineKeys)]
 			pipe := s.client.Pipeline()
-			pulls := s.queuePulls(ctx, pipe, more, nowMs)
+			pulls := s.queuePulls(ctx, pipe, chunk, nowMs)
 			err = execPipe(ctx, pipe)
 			s.rt.Add(1)
 			if err != nil {
-				for _, k := range more {
-					s.announce = append(s.announce, k)
-				}
-			} else {
-				totals = append(totals, s.parsePulls(pulls, live, nowMs)...)
+				break
 			}
+			totals = append(totals, s.parsePulls(pulls, live, nowMs)...)
+			more = more[len(chunk):]
 		}
+		later = append(later, more...)
 	}
+	s.announce = append(s.announce, later...)
 	s.record(true, live, now)
 	return totals, nil
 }
@@ -542,7 +604,7 @@ type pull struct {
 	windows map[time.Duration][2]*goredis.MapStringStringCmd
 }
 
-func (s *Syncer) queuePulls(ctx context.Context, pipe goredis.Pipeliner, keys map[string][]byte, nowMs int64) []pull {
+func (s *Syncer) queuePulls(ctx context.Context, pipe goredis.Pipeliner, keys [][]byte, nowMs int64) []pull {
 	out := make([]pull, 0, len(keys))
 	for _, k := range keys {
 		p := pull{key: k, entry: pipe.HGetAll(ctx, s.entryKey(k))}

@@ -144,3 +144,58 @@ func BenchmarkSync10kKeys(b *testing.B) {
 	}
 	b.ReportMetric(perKey, "redis-bytes/key")
 }
+
+// TestSyncFloodWithinTimeout: a flood of new keys (20,000 changed in one
+// round, as an attack of distinct clients makes) with the default 50 ms
+// per-operation timeout. One pipeline of every key outlasted the timeout,
+// failed, and was resent whole every round, so the edge never caught up;
+// the round now goes out in pipelines that each fit the timeout, stops when
+// its time is spent, and leaves the rest to the next rounds: every key
+// reaches Redis once, counted once.
+func TestSyncFloodWithinTimeout(t *testing.T) {
+	url := startRedis(t)
+	c, err := redis.Target{URLs: []string{url}, Timeout: 50 * time.Millisecond}.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := redis.NewSyncer(c, "e1", spec, 100*time.Millisecond)
+	ctx := context.Background()
+	const keys = 20_000
+	pending := changes(keys)
+	failed := 0
+	for round := 0; round < 400; round++ {
+		if _, err := s.Sync(ctx, pending, nil); err != nil {
+			failed++
+		}
+		pending = nil
+		if n := redisKeys(t, url, "rampart:bench:{*}"); n == keys && s.Stats().Syncs > 0 && round > 0 {
+			break
+		}
+	}
+	if n := redisKeys(t, url, "rampart:bench:{*}"); n != keys {
+		t.Fatalf("after the flood, Redis holds %d of %d entries (%d rounds failed)", n, keys, failed)
+	}
+	if failed > 0 {
+		t.Errorf("%d sync rounds failed on a healthy Redis", failed)
+	}
+	// every key counted once
+	for i, ch := range changes(keys) {
+		got, err := c.HGet(ctx, "rampart:bench:{"+string(ch.Key)+"}", "http_req_cnt").Result()
+		if err != nil || got != "1" {
+			t.Fatalf("key %d: http_req_cnt %q (%v) in Redis, want 1", i, got, err)
+		}
+	}
+}
+
+// redisKeys counts the Redis keys matching pattern (entry hashes only: the
+// pattern's {*} excludes the rate windows, which end in ":w...").
+func redisKeys(t *testing.T, url, pattern string) int {
+	t.Helper()
+	cli := harness.Peer(t, "redis-cli", "redis-tools")
+	out, err := exec.Command(cli, "-u", url, "--scan", "--pattern", pattern).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(out), "\n")
+}
