@@ -140,18 +140,28 @@ func startEdgesWithOrigin(t *testing.T, n int, redisURL string, limit int, onOut
 	bin := harness.BuildCaddy(t)
 	edges := make([]*edge, n)
 	for i := range edges {
-		e := &edge{name: fmt.Sprintf("edge-%d", i+1)}
-		port, admin := strconv.Itoa(harness.FreePort(t)), strconv.Itoa(harness.FreePort(t))
-		e.addr, e.admin = "127.0.0.1:"+port, "127.0.0.1:"+admin
-		file := filepath.Join(t.TempDir(), "Caddyfile")
-		cfg := fmt.Sprintf(edgeConfig, admin, port, redisURL, e.name, syncEvery, onOutage, limit, origin)
-		if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		e.proc = harness.Start(t, e.addr, bin, "run", "--config", file, "--adapter", "caddyfile")
+		e, port, admin := newEdge(t, i)
+		e.proc = runEdge(t, bin, fmt.Sprintf(edgeConfig, admin, port, redisURL, e.name, syncEvery, onOutage, limit, origin), e.addr)
 		edges[i] = e
 	}
 	return edges
+}
+
+// newEdge names the i-th edge and picks its HTTP and admin ports.
+func newEdge(t *testing.T, i int) (e *edge, port, admin string) {
+	port, admin = strconv.Itoa(harness.FreePort(t)), strconv.Itoa(harness.FreePort(t))
+	return &edge{name: fmt.Sprintf("edge-%d", i+1), addr: "127.0.0.1:" + port, admin: "127.0.0.1:" + admin}, port, admin
+}
+
+// runEdge runs the Rampart binary on the Caddyfile cfg until the test ends,
+// once addr accepts connections.
+func runEdge(t *testing.T, bin, cfg, addr string) *harness.Process {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return harness.Start(t, addr, bin, "run", "--config", file, "--adapter", "caddyfile")
 }
 
 var client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}

@@ -4,9 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -63,15 +60,8 @@ func startStrictEdges(t *testing.T, n int, redisURL string, limit int, timeout t
 	bin := harness.BuildCaddy(t)
 	edges := make([]*edge, n)
 	for i := range edges {
-		e := &edge{name: fmt.Sprintf("edge-%d", i+1)}
-		port, admin := strconv.Itoa(harness.FreePort(t)), strconv.Itoa(harness.FreePort(t))
-		e.addr, e.admin = "127.0.0.1:"+port, "127.0.0.1:"+admin
-		file := filepath.Join(t.TempDir(), "Caddyfile")
-		cfg := fmt.Sprintf(strictConfig, admin, port, redisURL, e.name, syncEvery, timeout, limit)
-		if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		e.proc = harness.Start(t, e.addr, bin, "run", "--config", file, "--adapter", "caddyfile")
+		e, port, admin := newEdge(t, i)
+		e.proc = runEdge(t, bin, fmt.Sprintf(strictConfig, admin, port, redisURL, e.name, syncEvery, timeout, limit), e.addr)
 		edges[i] = e
 	}
 	return edges

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -95,12 +93,8 @@ func startTLSEdges(t *testing.T, n int, redisURL, backend string, cert harness.C
 		admin, httpPort, httpsPort, l4Port := ports[0], ports[1], ports[2], ports[3]
 		e := &tlsEdge{edge: &edge{name: fmt.Sprintf("edge-%d", i+1), addr: "127.0.0.1:" + httpPort, admin: "127.0.0.1:" + admin},
 			https: "127.0.0.1:" + httpsPort, l4: "127.0.0.1:" + l4Port}
-		file := filepath.Join(t.TempDir(), "Caddyfile")
 		cfg := fmt.Sprintf(tlsEdgeConfig, admin, redisURL, e.name, syncEvery, httpPort, httpsPort, l4Port, backend, cert.CertFile, cert.KeyFile)
-		if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		e.proc = harness.Start(t, e.https, bin, "run", "--config", file, "--adapter", "caddyfile")
+		e.proc = runEdge(t, bin, cfg, e.https)
 		harness.WaitListening(t, e.l4, 10*time.Second)
 		harness.WaitListening(t, e.addr, 10*time.Second)
 		edges[i] = e
