@@ -4,11 +4,14 @@
 package certstorage
 
 import (
+	"bytes"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -108,21 +111,53 @@ func TestThreeEdgesOneOrderPerName(t *testing.T) {
 		p.DNS.AddDNSARecord(name, []string{binds[i]})
 	}
 
+	// Every edge listens before any manages the names: an edge that orders
+	// while the edge Pebble validates on is still starting gets "connection
+	// refused", and certmagic's retry a minute later is a second order (as
+	// it would be in production with an edge down). So each edge starts on
+	// a config that only opens its HTTP port, and then all three load the
+	// real config at once: they still race for every certificate.
 	dir := t.TempDir()
 	procs := make([]*harness.Process, len(binds))
-	var wg sync.WaitGroup
+	configs := make([][]byte, len(binds))
+	admins := make([]int, len(binds))
 	for i, bind := range binds {
+		admins[i] = harness.FreePort(t)
 		file := filepath.Join(dir, fmt.Sprintf("Caddyfile.%d", i))
-		config := edgeCaddyfile(p, bind, harness.FreePort(t), httpPort, httpsPort, redisAddr, names)
+		config := edgeCaddyfile(p, bind, admins[i], httpPort, httpsPort, redisAddr, names)
 		if err := os.WriteFile(file, []byte(config), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		// Start all three at once: they race for every certificate.
+		adapted, err := exec.Command(bin, "adapt", "--config", file, "--adapter", "caddyfile").Output()
+		if err != nil {
+			t.Fatalf("caddy adapt %s: %v", file, err)
+		}
+		configs[i] = adapted
+		start := filepath.Join(dir, fmt.Sprintf("Caddyfile.start.%d", i))
+		if err := os.WriteFile(start, []byte(fmt.Sprintf("{\n\tadmin 127.0.0.1:%d\n\tdefault_bind %s\n\thttp_port %d\n}\n\nhttp:// {\n\trespond \"starting\"\n}\n", admins[i], bind, httpPort)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		procs[i] = harness.Start(t, fmt.Sprintf("%s:%d", bind, httpPort), bin, "run", "--config", start, "--adapter", "caddyfile")
+	}
+	var wg sync.WaitGroup
+	for i := range binds {
 		wg.Go(func() {
-			procs[i] = harness.Start(t, fmt.Sprintf("%s:%d", bind, httpsPort), bin, "run", "--config", file, "--adapter", "caddyfile")
+			resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/load", admins[i]), "application/json", bytes.NewReader(configs[i]))
+			if err != nil {
+				t.Errorf("edge %d: loading its config: %v", i+1, err)
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("edge %d: loading its config: %d %s", i+1, resp.StatusCode, body)
+			}
 		})
 	}
 	wg.Wait()
+	for _, bind := range binds {
+		harness.WaitListening(t, fmt.Sprintf("%s:%d", bind, httpsPort), 30*time.Second)
+	}
 	defer func() {
 		if t.Failed() {
 			for i, proc := range procs {
