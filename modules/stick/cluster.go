@@ -320,7 +320,7 @@ type ClusterInfo struct {
 	Connected bool `json:"connected"`
 	// Time of the last successful sync (RFC 3339), empty before the first.
 	LastSync string `json:"last_sync,omitempty"`
-	// Edges that synced within the last 3 × sync.
+	// Edges that synced within the last 2.5 × sync.
 	Edges []string `json:"edges"`
 	// Sync rounds, failed rounds and Redis round trips since the start.
 	Syncs      uint64 `json:"syncs"`
@@ -360,7 +360,7 @@ var (
 	}, []string{"table"})
 	roundTripsDesc = prometheus.NewDesc("rampart_cluster_redis_round_trips_total", "Pipelined Redis round trips of a shared stick table's syncs.", []string{"table"}, nil)
 	outageDesc     = prometheus.NewDesc("rampart_cluster_outage", "1 while the last sync of a shared stick table failed to reach Redis.", []string{"table"}, nil)
-	edgesDesc      = prometheus.NewDesc("rampart_cluster_edges", "Edges that synced a shared stick table within the last 3 × sync.", []string{"table"}, nil)
+	edgesDesc      = prometheus.NewDesc("rampart_cluster_edges", "Edges that synced a shared stick table within the last 2.5 × sync.", []string{"table"}, nil)
 	lostDesc       = prometheus.NewDesc("rampart_cluster_lost_deltas_total", "Entry deltas dropped because Redis confirmed none of the last 64 batches.", []string{"table"}, nil)
 )
 

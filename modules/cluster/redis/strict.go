@@ -293,7 +293,7 @@ func (b *Batcher) total(key []byte, c *goredis.Cmd, alive map[string]bool, nowMs
 	return b.s.totalOf(key, hashes[0], windows, alive, nowMs), nil
 }
 
-// liveEdges returns the edges that synced within 3 × sync at the last sync
+// liveEdges returns the edges that synced within the live window at the last sync
 // (this edge included).
 func (s *Syncer) liveEdges() map[string]bool {
 	s.mu.Lock()

@@ -341,6 +341,14 @@ func (s *Syncer) pushArgs(b *batch, e *pending) ([]string, []any) {
 	return keys, args
 }
 
+// liveWindow is how recently an edge must have synced to count as live
+// (its gauges in the sums, its id in the edge list): two and a half syncs.
+// Every round (push and pull) refreshes an edge's heartbeat, so a live edge
+// is at most about one sync old, and a dead one leaves at the first round
+// past the window: within 3 × sync of its last heartbeat, rounds being at
+// most half a sync apart.
+func (s *Syncer) liveWindow() time.Duration { return 5 * s.every / 2 }
+
 // windowTTL is how long rate windows live: two of the longest period, two
 // syncs and a second.
 func (s *Syncer) windowTTL(maxPeriod time.Duration) time.Duration {
@@ -407,7 +415,7 @@ func (s *Syncer) Sync(ctx context.Context, changes []Change, toPull [][]byte) ([
 	// within its budget (half a sync, so that the push and pull rounds of one
 	// sync fit in it). What was not sent waits for the next round.
 	deadline := now.Add(s.every / 2)
-	dead := nowMs - 3*s.every.Milliseconds()
+	dead := nowMs - s.liveWindow().Milliseconds()
 	streamKey := s.prefix + "sets"
 	batches := append(s.inflight, b)
 	var pushes []push
