@@ -166,10 +166,8 @@ func (sh *shared) sync(ctx context.Context, push bool) {
 	if push {
 		tbl.CollectDeltas(func(d table.Delta) {
 			c := redis.Change{Key: d.Key.Bytes(sh.lt.schema), Adds: d.Adds, Values: d.Values, Set: d.Set}
-			for i, col := range sh.cols {
-				if sh.lt.schema.FieldOf(col).Kind == table.Ban && c.Values[i] != 0 {
-					c.Values[i] += uint64(now) // ms left → deadline
-				}
+			for i := range sh.cols {
+				c.Values[i] = sh.toRedis(i, c.Values[i], now)
 			}
 			changes = append(changes, c)
 		})
@@ -193,15 +191,29 @@ func (sh *shared) sync(ctx context.Context, push bool) {
 	}
 }
 
+// toRedis is the value of column i as Redis keeps it: a ban, which the
+// table holds as milliseconds left, is stored as its deadline (Unix ms) so
+// that every edge reads the same moment.
+func (sh *shared) toRedis(i int, v uint64, now int64) uint64 {
+	if v != 0 && sh.lt.schema.FieldOf(sh.cols[i]).Kind == table.Ban {
+		return v + uint64(now)
+	}
+	return v
+}
+
+// fromRedis is the value of column i as the table holds it (toRedis undone).
+func (sh *shared) fromRedis(i int, v uint64, now int64) uint64 {
+	if sh.lt.schema.FieldOf(sh.cols[i]).Kind == table.Ban {
+		return uint64(max(int64(v)-now, 0))
+	}
+	return v
+}
+
 // remote fills buf with the cluster values of t for Merge.
 func (sh *shared) remote(t redis.Total, buf []table.Remote) []table.Remote {
 	now := sh.lt.tbl.Now()
 	for i, col := range sh.cols {
-		v := t.Values[i]
-		if sh.lt.schema.FieldOf(col).Kind == table.Ban {
-			v = uint64(max(int64(v)-now, 0)) // deadline → ms left
-		}
-		buf[i] = table.Remote{Column: col, Value: v}
+		buf[i] = table.Remote{Column: col, Value: sh.fromRedis(i, t.Values[i], now)}
 	}
 	return buf
 }
@@ -267,10 +279,7 @@ func (sh *shared) publish(ctx context.Context, ref table.Ref) {
 	now := tbl.Now()
 	for i, col := range sh.cols {
 		v, _ := tbl.Get(ref, col)
-		if sh.lt.schema.FieldOf(col).Kind == table.Ban && v != 0 {
-			v += uint64(now) // ms left → deadline
-		}
-		inc.Values[i] = v
+		inc.Values[i] = sh.toRedis(i, v, now)
 	}
 	if _, _, err := sh.batcher.Add(ctx, inc); err != nil {
 		strictErrors.WithLabelValues(sh.lt.name).Inc()
